@@ -1,0 +1,150 @@
+"""Kafka plumbing shared by the processes: idempotent producers, topic administration from the
+catalog, and the dead-letter writer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from marketpulse import metrics
+from marketpulse.catalog import CATALOG
+from marketpulse.codec import Codec, codec
+from marketpulse.errors import BadMessage
+from marketpulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all): a retry after a lost ack never duplicates a message."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "compression_type": None,
+        "client_id": "marketpulse",
+    }
+    opts.update(overrides)
+    return AIOKafkaProducer(**opts)
+
+
+def admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="mpx-admin")
+
+
+async def create_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Create every catalog topic that does not exist yet; returns the names created."""
+    client = admin(settings)
+    await client.start()
+    try:
+        existing = set(await client.list_topics())
+        new = [
+            NewTopic(
+                name=settings.topic(t.id),
+                num_partitions=partitions or t.partitions,
+                replication_factor=t.replication_factor,
+                topic_configs=t.config(),
+            )
+            for t in CATALOG.topics.values()
+            if settings.topic(t.id) not in existing
+        ]
+        if new:
+            try:
+                await client.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process created them between list and create
+        return [t.name for t in new]
+    finally:
+        await client.close()
+
+
+async def describe_topics(settings: Settings) -> list[dict[str, Any]]:
+    """Catalog topics with what the broker holds for each (partitions, end offsets)."""
+    client = admin(settings)
+    await client.start()
+    try:
+        names = {settings.topic(t.id): t for t in CATALOG.topics.values()}
+        existing = set(await client.list_topics())
+        described = {
+            d["topic"]: d for d in await client.describe_topics([n for n in names if n in existing])
+        }
+    finally:
+        await client.close()
+    rows = []
+    for name, spec in names.items():
+        d = described.get(name)
+        rows.append(
+            {
+                "id": spec.id,
+                "name": name,
+                "key": spec.key,
+                "schema": spec.schema,
+                "cleanup": spec.cleanup,
+                "retention_ms": spec.retention_ms,
+                "partitions_wanted": spec.partitions,
+                "partitions": len(d["partitions"]) if d else None,
+                "exists": d is not None,
+            }
+        )
+    return rows
+
+
+class DeadLetters:
+    """Writes dead letters with their reason, and counts them. Never raises into the caller:
+    a failing DLQ is logged, since losing the pipeline over a dead letter would be worse."""
+
+    def __init__(
+        self, settings: Settings, prod: AIOKafkaProducer, stage: str, cdc: Codec | None = None
+    ) -> None:
+        self._topic = settings.topic("dlq")
+        self._prod = prod
+        self._stage = stage
+        self._codec = cdc or codec()
+
+    async def send(
+        self,
+        source: str,
+        err: BadMessage | Exception,
+        *,
+        partition: int = -1,
+        offset: int = -1,
+        key: bytes | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        kind = err.kind if isinstance(err, BadMessage) else type(err).__name__
+        metrics.DEAD_LETTERS.labels(self._stage, kind).inc()
+        log.warning(
+            "dead letter stage=%s source=%s[%d]@%d reason=%s: %s",
+            self._stage,
+            source,
+            partition,
+            offset,
+            kind,
+            err,
+        )
+        record = {
+            "stage": self._stage,
+            "source": source,
+            "partition": partition,
+            "offset": offset,
+            "error_kind": kind,
+            "error": str(err)[:2000],
+            "key": key,
+            "payload": payload,
+            "ts_ms": int(time.time() * 1000),
+        }
+        try:
+            await self._prod.send_and_wait(
+                self._topic,
+                self._codec.encode("dead_letter", record),
+                key=source.encode(),
+            )
+        except Exception:
+            log.exception("could not write dead letter for %s[%d]@%d", source, partition, offset)
