@@ -1,0 +1,177 @@
+"""`marketpulse`: one command, one subcommand per process. Every subcommand reads its settings
+from MPX_* environment variables (see `marketpulse settings`), and flags override them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+import click
+
+from marketpulse.settings import Settings, get_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    base = get_settings()
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=clean) if clean else base
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--bootstrap", envvar="MPX_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.pass_context
+def main(ctx: click.Context, bootstrap: str | None) -> None:
+    """MarketPulse: surveillance of prediction markets on Apache Kafka.
+
+    \b
+    Processes:   collect -> Kafka -> worker -> signals -> sink -> ClickHouse -> api
+    Quick start: make demo        (local broker + every process, embedded ClickHouse)
+    Settings:    MPX_* environment variables or .env  (marketpulse settings)
+    """
+    ctx.obj = _settings(kafka_bootstrap=bootstrap)
+    _logging(ctx.obj.log_level)
+
+
+@main.command()
+@click.pass_obj
+def settings(s: Settings) -> None:
+    """Print the effective settings (secrets masked)."""
+    click.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, default=str))
+
+
+@main.group()
+def topics() -> None:
+    """Create or describe the topics of the catalog (schemas/topics.yaml)."""
+
+
+@topics.command("create")
+@click.option("--partitions", type=int, help="Override every topic's partition count.")
+@click.pass_obj
+def topics_create(s: Settings, partitions: int | None) -> None:
+    """Create every catalog topic that does not exist yet (idempotent)."""
+    from marketpulse.kafka import create_topics
+
+    created = asyncio.run(create_topics(s, partitions))
+    click.echo(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
+
+
+@topics.command("describe")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def topics_describe(s: Settings, as_json: bool) -> None:
+    """Show each catalog topic and what the broker holds for it."""
+    from marketpulse.kafka import describe_topics
+
+    rows = asyncio.run(describe_topics(s))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'topic':<22}{'key':<16}{'schema':<13}{'cleanup':<9}{'parts':>6}  state")
+    for r in rows:
+        state = "ok" if r["exists"] else "missing (marketpulse topics create)"
+        parts = r["partitions"] if r["exists"] else r["partitions_wanted"]
+        click.echo(
+            f"{r['name']:<22}{r['key']:<16}{r['schema']:<13}{r['cleanup']:<9}{parts:>6}  {state}"
+        )
+
+
+@main.command()
+@click.option(
+    "--source",
+    default="mock",
+    show_default=True,
+    help="Where market data comes from: mock (seeded simulator).",
+)
+@click.option("--seed", type=int, help="Mock venue seed (same seed, same stream).")
+@click.option(
+    "--events",
+    "n_events",
+    type=int,
+    default=12,
+    show_default=True,
+    help="Mock: multi-outcome events.",
+)
+@click.option("--binaries", type=int, default=8, show_default=True, help="Mock: binary markets.")
+@click.option(
+    "--rate",
+    type=float,
+    default=200.0,
+    show_default=True,
+    help="Book updates per second (0 = as fast as possible).",
+)
+@click.option("--max-updates", type=int, help="Stop after this many book updates.")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.pass_obj
+def collect(
+    s: Settings,
+    source: str,
+    seed: int | None,
+    n_events: int,
+    binaries: int,
+    rate: float,
+    max_updates: int | None,
+    duration: float | None,
+) -> None:
+    """Read a venue and publish normalized markets, books and ticks to Kafka."""
+    from marketpulse.collect import run
+
+    stats = asyncio.run(
+        run(
+            s,
+            source=source,
+            seed=seed if seed is not None else s.mock_seed,
+            n_events=n_events,
+            n_binaries=binaries,
+            rate=rate or None,
+            max_updates=max_updates,
+            duration=duration,
+        )
+    )
+    click.echo(json.dumps(stats))
+
+
+@main.command()
+@click.pass_obj
+def worker(s: Settings) -> None:
+    """Run the Faust stream worker: rules over books, emitting signals."""
+    from marketpulse.worker import run
+
+    run(s)
+
+
+@main.command()
+@click.pass_obj
+def sink(s: Settings) -> None:
+    """Write every topic to ClickHouse in batches, committing offsets after each insert."""
+    from marketpulse.sink import run
+
+    asyncio.run(run(s))
+
+
+@main.command()
+@click.option(
+    "--with-sink/--no-sink",
+    default=None,
+    help="Run the sink in this process (default: on with embedded chDB, which only "
+    "one process may open).",
+)
+@click.pass_obj
+def api(s: Settings, with_sink: bool | None) -> None:
+    """Serve the HTTP API (FastAPI): /healthz /readyz /metrics /api/markets /api/signals."""
+    from marketpulse.api import run
+
+    run(s, with_sink=with_sink)
+
+
+if __name__ == "__main__":
+    main()
