@@ -3,6 +3,7 @@ catalog, and the dead-letter writer."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -56,10 +57,9 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> li
             if settings.topic(t.id) not in existing
         ]
         if new:
-            try:
+            # another process may create them between our list and create
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await client.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created them between list and create
         return [t.name for t in new]
     finally:
         await client.close()
