@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -171,6 +172,53 @@ def api(s: Settings, with_sink: bool | None) -> None:
     from marketpulse.api import run
 
     run(s, with_sink=with_sink)
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=float,
+    envvar="DURATION",
+    help="Stop after this many seconds and print a JSON summary as the last line.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="Mock venue book updates per second.",
+)
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Where the broker, warehouse and logs live.",
+)
+@click.option(
+    "--keep/--fresh", default=False, help="Keep the previous run's data (default: fresh)."
+)
+@click.option("--api-port", type=int, default=8000, show_default=True)
+@click.pass_obj
+def dev(
+    s: Settings, duration: float | None, rate: float, home: Path, keep: bool, api_port: int
+) -> None:
+    """Run the whole pipeline locally (what `make demo` does).
+
+    \b
+    Starts a local Apache Kafka broker (fetched from Maven Central the first time), creates the
+    topics, then runs the worker, the API with the sink on embedded ClickHouse (chDB), and the
+    collector on the seeded mock venue. Signals are printed as they arrive.
+    """
+    from marketpulse.dev import DemoOptions, demo
+
+    opts = DemoOptions(home=home, duration=duration, rate=rate, fresh=not keep, api_port=api_port)
+    try:
+        summary = asyncio.run(demo(s, opts))
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+        return
+    click.echo(json.dumps(summary))
 
 
 if __name__ == "__main__":
