@@ -221,5 +221,49 @@ def dev(
     click.echo(json.dumps(summary))
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="A run under two minutes (fewer updates).")
+@click.option("--updates", type=int, help="Mock book updates to push through the pipeline.")
+@click.option(
+    "--rate",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="Paced rate (updates/s) for the tick-to-signal latency phase.",
+)
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=Path("var/bench"),
+    show_default=True,
+    help="Scratch space (wiped at start).",
+)
+@click.option("--api-port", type=int, default=8011, show_default=True)
+@click.pass_context
+def bench(
+    ctx: click.Context, quick: bool, updates: int | None, rate: float, home: Path, api_port: int
+) -> None:
+    """Benchmark the real pipeline; prints JSON as the last line.
+
+    \b
+    Measures, in one run: a bare aiokafka produce->consume ceiling of the same messages,
+    sustained ticks/s through collector -> Kafka -> worker and -> ClickHouse, tick-to-signal
+    latency p50/p99 at a paced rate, and the peak RSS of every process. Uses a fresh local
+    broker unless --bootstrap is given.
+    """
+    from marketpulse.bench import BenchOptions
+    from marketpulse.bench import bench as run_bench
+
+    opts = BenchOptions(
+        home=home,
+        updates=updates or (20_000 if quick else 100_000),
+        paced_rate=rate,
+        paced_seconds=15 if quick else 45,
+        api_port=api_port,
+    )
+    bootstrap = ctx.parent.params.get("bootstrap") if ctx.parent else None
+    click.echo(json.dumps(asyncio.run(run_bench(ctx.obj, opts, bootstrap))))
+
+
 if __name__ == "__main__":
     main()
