@@ -28,7 +28,22 @@ def _logging(level: str) -> None:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Project errors (bad config, unreachable dependencies) print as one clear line, not a
+    traceback; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from marketpulse.errors import MarketPulseError
+
+        try:
+            return super().invoke(ctx)
+        except MarketPulseError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.option("--bootstrap", envvar="MPX_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
 @click.pass_context
 def main(ctx: click.Context, bootstrap: str | None) -> None:
