@@ -44,6 +44,11 @@ SINK_BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SINK_INSERT_ERRORS = Counter("mpx_sink_insert_errors_total", "Failed inserts (retried)", ["table"])
+SINK_DROPPED = Counter(
+    "mpx_sink_dropped_total",
+    "Undecodable dead letters skipped (a dead letter is never dead-lettered again)",
+    ["topic", "reason"],
+)
 
 # Everywhere bad input can arrive
 DEAD_LETTERS = Counter(

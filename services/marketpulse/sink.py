@@ -1,0 +1,652 @@
+"""The sink: every topic into ClickHouse, in batches, committing offsets only after the insert.
+
+Steps, as in arroyo: decode → map to a row → batch per topic-partition → insert → commit.
+A batch covers a contiguous offset range of one partition and is inserted with the token
+`topic:partition:first-last`, so a retried or redelivered batch is dropped by ClickHouse;
+batches end on offsets aligned to `sink_batch_rows`, so a redelivery after a crash cuts the
+same full batches again. Where boundaries still differ (a batch closed early by time), the
+tables' ReplacingMergeTree on natural keys + FINAL keeps counts exact.
+
+The poll loop and the inserts run in separate tasks: a slow or failing warehouse never stops
+the consumer from polling (which would get it thrown out of the group); memory stays bounded
+by pausing the partitions instead."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from marketpulse import metrics
+from marketpulse.catalog import CATALOG
+from marketpulse.codec import Codec, codec
+from marketpulse.errors import BadMessage
+from marketpulse.kafka import DeadLetters, producer
+from marketpulse.settings import Settings
+from marketpulse.warehouse import Warehouse, connect
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+Row = tuple[Any, ...]
+
+# DateTime64(3) columns take epoch milliseconds as-is; bound them to what the type can hold
+# (1900..2299) so one absurd timestamp becomes a dead letter, not a batch that never inserts.
+_MIN_MS = -2_208_988_800_000
+_MAX_MS = 10_413_792_000_000 - 1
+_MAX_UINT32 = 2**32 - 1
+_MAX_UINT64 = 2**64 - 1
+
+
+# ---- record → row, one mapping per table ---------------------------------------------------
+
+
+def _ms(value: int, name: str) -> int:
+    if not _MIN_MS <= value <= _MAX_MS:
+        raise BadMessage("out_of_range", f"{name}={value} is not a plausible epoch-ms time")
+    return value
+
+
+def _opt_ms(value: int | None, name: str) -> int | None:
+    return None if value is None else _ms(value, name)
+
+
+def _uint(value: int, name: str, top: int) -> int:
+    if not 0 <= value <= top:
+        raise BadMessage("out_of_range", f"{name}={value} is outside 0..{top}")
+    return value
+
+
+def _json(value: Any) -> str:
+    # Sorted and compact: the same record always gives the same bytes (replays compare equal).
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _mid(bid: float | None, ask: float | None) -> float | None:
+    return None if bid is None or ask is None else (bid + ask) / 2
+
+
+def market_row(r: Record) -> Row:
+    fee = r["fee"]
+    return (
+        r["market_id"],
+        r["event_id"],
+        r["venue"],
+        r["question"],
+        r["event_title"],
+        r["slug"],
+        [o["name"] for o in r["outcomes"]],
+        [o["token_id"] for o in r["outcomes"]],
+        r["status"],
+        _opt_ms(r["end_ms"], "end_ms"),
+        r["neg_risk"],
+        r["neg_risk_augmented"],
+        r["exclusive"],
+        _uint(r["event_market_count"], "event_market_count", _MAX_UINT32),
+        r["tick_size"],
+        r["min_size"],
+        fee["model"],
+        fee["rate"],
+        fee["exponent"],
+        r["rules_text"],
+        r["strike_type"],
+        r["floor_strike"],
+        r["cap_strike"],
+        r["winning_token_id"],
+        _ms(r["updated_ms"], "updated_ms"),
+    )
+
+
+def book_row(r: Record) -> Row:
+    bids, asks = r["bids"], r["asks"]
+    return (
+        r["event_key"],
+        r["market_id"],
+        r["token_id"],
+        r["venue"],
+        _ms(r["ts_ms"], "ts_ms"),
+        _ms(r["recv_ms"], "recv_ms"),
+        _uint(r["seq"], "seq", _MAX_UINT64),
+        [lv["price"] for lv in bids],
+        [lv["size"] for lv in bids],
+        [lv["price"] for lv in asks],
+        [lv["size"] for lv in asks],
+        r["hash"],
+    )
+
+
+def tick_row(r: Record) -> Row:
+    return (
+        r["event_key"],
+        r["market_id"],
+        r["token_id"],
+        r["venue"],
+        _ms(r["ts_ms"], "ts_ms"),
+        _ms(r["recv_ms"], "recv_ms"),
+        _uint(r["seq"], "seq", _MAX_UINT64),
+        r["best_bid"],
+        r["best_ask"],
+        r["bid_size"],
+        r["ask_size"],
+        r["last_price"],
+        _mid(r["best_bid"], r["best_ask"]),
+    )
+
+
+def trade_row(r: Record) -> Row:
+    return (
+        r["event_key"],
+        r["market_id"],
+        r["token_id"],
+        r["venue"],
+        r["trade_id"],
+        _ms(r["ts_ms"], "ts_ms"),
+        _ms(r["recv_ms"], "recv_ms"),
+        r["price"],
+        r["size"],
+        r["side"],
+        r["wallet"],
+        r["tx_hash"],
+    )
+
+
+def signal_row(r: Record) -> Row:
+    return (
+        r["signal_id"],
+        r["rule_id"],
+        _uint(r["rule_version"], "rule_version", _MAX_UINT32),
+        r["level"],
+        r["subject"],
+        r["event_key"],
+        list(r["market_ids"]),
+        _ms(r["ts_ms"], "ts_ms"),
+        _ms(r["trigger_recv_ms"], "trigger_recv_ms"),
+        r["edge_bps"],
+        r["edge_score"],
+        r["size"],
+        r["notional"],
+        _json(r["legs"]),
+        dict(r["evidence"]),
+        r["summary"],
+    )
+
+
+def intent_row(r: Record) -> Row:
+    return (
+        r["intent_id"],
+        r["signal_id"],
+        r["status"],
+        _ms(r["ts_ms"], "ts_ms"),
+        r["reason"],
+        _json(r["legs"]),
+        r["notional"],
+        r["mode"],
+    )
+
+
+def dead_letter_row(r: Record) -> Row:
+    return (
+        r["stage"],
+        r["source"],
+        r["partition"],
+        r["offset"],
+        r["error_kind"],
+        r["error"],
+        r["key"] or b"",  # raw bytes into String: the undecodable payload is kept verbatim
+        r["payload"] or b"",
+        _ms(r["ts_ms"], "ts_ms"),
+    )
+
+
+@dataclass(frozen=True)
+class Table:
+    """Where one topic goes: its table, its columns (in row order) and its mapping."""
+
+    name: str
+    topic_id: str
+    fields: tuple[str, ...]
+    map: Callable[[Record], Row]
+
+    @property
+    def schema(self) -> str:
+        return CATALOG.topic(self.topic_id).schema
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.fields, "_partition", "_offset")
+
+    def row(self, record: Record, partition: int, offset: int) -> Row:
+        return (*self.map(record), partition, offset)
+
+
+def _cols(names: str) -> tuple[str, ...]:
+    return tuple(names.split())
+
+
+_MARKET_DATA = "event_key market_id token_id venue"
+
+# Topic id → table. Each column list is the row order of its mapping function above.
+TABLES: dict[str, Table] = {
+    t.topic_id: t
+    for t in (
+        Table(
+            "markets",
+            "markets",
+            _cols(
+                """market_id event_id venue question event_title slug outcome_names token_ids
+                status end_time neg_risk neg_risk_augmented exclusive event_market_count
+                tick_size min_size fee_model fee_rate fee_exponent rules_text strike_type
+                floor_strike cap_strike winning_token_id updated"""
+            ),
+            market_row,
+        ),
+        Table(
+            "books",
+            "books",
+            _cols(f"{_MARKET_DATA} ts recv seq bid_prices bid_sizes ask_prices ask_sizes hash"),
+            book_row,
+        ),
+        Table(
+            "ticks",
+            "ticks",
+            _cols(f"{_MARKET_DATA} ts recv seq best_bid best_ask bid_size ask_size last_price mid"),
+            tick_row,
+        ),
+        Table(
+            "trades",
+            "trades",
+            _cols(f"{_MARKET_DATA} trade_id ts recv price size side wallet tx_hash"),
+            trade_row,
+        ),
+        Table(
+            "signals",
+            "signals",
+            _cols(
+                """signal_id rule_id rule_version level subject event_key market_ids ts
+                trigger_recv edge_bps edge_score size notional legs_json evidence summary"""
+            ),
+            signal_row,
+        ),
+        Table(
+            "intents",
+            "intents",
+            _cols("intent_id signal_id status ts reason legs_json notional mode"),
+            intent_row,
+        ),
+        Table(
+            "dead_letters",
+            "dlq",
+            _cols("stage source partition offset error_kind error key payload ts"),
+            dead_letter_row,
+        ),
+    )
+}
+
+
+def to_row(table: Table, cdc: Codec, value: bytes | None, partition: int, offset: int) -> Row:
+    """Decode and map one message; anything that cannot become a row is a BadMessage."""
+    record = cdc.decode(table.schema, value)
+    try:
+        return table.row(record, partition, offset)
+    except BadMessage:
+        raise
+    except Exception as exc:  # a record the mapping cannot handle must not stop the sink
+        raise BadMessage("unmappable", f"{type(exc).__name__}: {exc}") from exc
+
+
+# ---- batching ------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Rows from a contiguous offset range of one topic-partition (dead letters included in
+    the range, so committing `last + 1` also commits them)."""
+
+    tp: TopicPartition
+    table: Table
+    first: int
+    end: int  # aligned offset at which this batch closes (exclusive)
+    opened: float = field(default_factory=time.monotonic)
+    last: int = -1
+    rows: list[Row] = field(default_factory=list)
+    dropped: bool = False  # its partition was revoked: never commit it
+
+    @property
+    def token(self) -> str:
+        return f"{self.tp.topic}:{self.tp.partition}:{self.first}-{self.last}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.tp.topic}[{self.tp.partition}]@{self.first}-{self.last}"
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._sink.release(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("sink assigned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in assigned))
+
+
+class Sink:
+    """One consumer of the sink group. `accept()`, `seal_due()` and the flush task are the
+    steps; `run()` wires them to a consumer. Tests may inject the consumer and producer."""
+
+    revoke_timeout_s = 10.0
+    stop_timeout_s = 15.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        warehouse: Warehouse,
+        *,
+        cdc: Codec | None = None,
+        consumer: AIOKafkaConsumer | None = None,
+        dlq_producer: AIOKafkaProducer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self._codec = cdc or codec()
+        self._tables = {settings.topic(tid): t for tid, t in TABLES.items()}
+        self._dlq_topic = settings.topic("dlq")
+        self._consumer = consumer or self._new_consumer()
+        self._producer = dlq_producer or producer(settings)
+        self._dead = DeadLetters(settings, self._producer, stage="sink", cdc=self._codec)
+        self._batch_rows = max(1, settings.sink_batch_rows)
+        self._batch_s = max(0.001, settings.sink_batch_ms / 1000)
+        self._open: dict[TopicPartition, Batch] = {}
+        self._sealed: deque[Batch] = deque()
+        self._inflight: Batch | None = None
+        self._held = 0  # rows in memory, open + sealed + in flight
+        self._changed = asyncio.Event()  # set whenever a batch is sealed or finishes
+        self._give_up_at: float | None = None  # set on stop: inserts retry until then
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.settings.sink_group,
+            client_id=f"{self.settings.sink_group}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Faust may write signals/intents in transactions: never sink an aborted one.
+            isolation_level="read_committed",
+        )
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._consumer.subscribe(list(self._tables), listener=_Rebalance(self))
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        flusher = asyncio.create_task(self._flush_loop(), name="mpx-sink-flush")
+        log.info("sink group %s consuming %s", self.settings.sink_group, sorted(self._tables))
+        try:
+            await self._poll_until(stop, flusher)
+        finally:
+            await self._shutdown(flusher)
+
+    async def _poll_until(self, stop: asyncio.Event, flusher: asyncio.Task[None]) -> None:
+        # Poll often enough to close batches on time and to notice `stop` quickly.
+        timeout_ms = max(10, min(self.settings.sink_batch_ms // 2, 250))
+        while not stop.is_set():
+            if flusher.done():
+                flusher.result()  # re-raise what killed it; it never ends otherwise
+            fetched = await self._consumer.getmany(
+                timeout_ms=timeout_ms, max_records=self._batch_rows
+            )
+            for tp, messages in fetched.items():
+                await self.accept(tp, messages)
+            self.seal_due(time.monotonic())
+            self._backpressure()
+
+    async def _shutdown(self, flusher: asyncio.Task[None]) -> None:
+        """Graceful stop: flush what is held, commit it, then leave the group."""
+        try:
+            self.seal(list(self._open))
+            self._give_up_at = time.monotonic() + self.stop_timeout_s
+            if not flusher.done():
+                await self._wait_until(lambda: self.pending == 0, self.stop_timeout_s + 1)
+            if self.pending:
+                log.warning(
+                    "sink stopped with %d batch(es) uninserted (re-read on restart)", self.pending
+                )
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await flusher
+            await self._consumer.stop()
+            await self._producer.stop()
+
+    # ---- decode, map, batch ------------------------------------------------------------
+
+    async def accept(self, tp: TopicPartition, messages: Iterable[ConsumerRecord]) -> None:
+        """Decode and map each message into the open batch of its partition; a message that
+        cannot become a row goes to the dead-letter topic and still advances the batch."""
+        table = self._tables[tp.topic]
+        for msg in messages:
+            try:
+                row: Row | None = to_row(table, self._codec, msg.value, msg.partition, msg.offset)
+            except BadMessage as err:
+                await self._reject(tp, msg, err)
+                row = None
+            self._add(tp, table, msg.offset, row)
+
+    async def _reject(self, tp: TopicPartition, msg: ConsumerRecord, err: BadMessage) -> None:
+        if tp.topic == self._dlq_topic:
+            # A dead letter that cannot be read is counted and logged, never dead-lettered:
+            # that would loop forever.
+            metrics.SINK_DROPPED.labels(tp.topic, err.kind).inc()
+            log.error(
+                "undecodable dead letter %s[%d]@%d skipped: %s",
+                tp.topic,
+                tp.partition,
+                msg.offset,
+                err,
+            )
+            return
+        await self._dead.send(
+            tp.topic,
+            err,
+            partition=tp.partition,
+            offset=msg.offset,
+            key=msg.key,
+            payload=msg.value,
+        )
+
+    def _add(self, tp: TopicPartition, table: Table, offset: int, row: Row | None) -> None:
+        batch = self._open.get(tp)
+        if batch is not None and offset >= batch.end:
+            self.seal([tp])  # a gap (compaction) jumped past the boundary
+            batch = None
+        if batch is None:
+            end = (offset // self._batch_rows + 1) * self._batch_rows
+            batch = self._open[tp] = Batch(tp, table, first=offset, end=end)
+        batch.last = offset
+        if row is not None:
+            batch.rows.append(row)
+            self._held += 1
+        if offset + 1 >= batch.end:
+            self.seal([tp])
+
+    def seal(self, tps: Iterable[TopicPartition]) -> None:
+        """Close the open batches of `tps` and queue them for insert, in offset order."""
+        for tp in tps:
+            batch = self._open.pop(tp, None)
+            if batch is not None:
+                self._sealed.append(batch)
+        if self._sealed:
+            self._notify()
+
+    def seal_due(self, now: float) -> None:
+        self.seal([tp for tp, b in self._open.items() if now - b.opened >= self._batch_s])
+
+    @property
+    def held_rows(self) -> int:
+        return self._held
+
+    @property
+    def paused(self) -> bool:
+        """True while backpressure holds the partitions."""
+        return bool(self._consumer.paused())
+
+    @property
+    def pending(self) -> int:
+        """Batches sealed but not yet written (including the one being written)."""
+        return len(self._sealed) + (self._inflight is not None)
+
+    def _backpressure(self) -> None:
+        # Hysteresis: pause at the limit, resume at half, so we do not flap every poll.
+        limit = self.settings.sink_max_buffered_rows
+        if self._held >= limit:
+            assigned = self._consumer.assignment()
+            if assigned - self._consumer.paused():
+                log.info("sink holds %d rows (limit %d): pausing partitions", self._held, limit)
+                self._consumer.pause(*assigned)
+        elif self._held <= limit // 2 and self._consumer.paused():
+            self._consumer.resume(*self._consumer.paused())
+
+    # ---- insert and commit -------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wait_for(lambda: bool(self._sealed))
+            batch = self._inflight = self._sealed.popleft()
+            try:
+                if not await self._write(batch):
+                    # Later batches of this partition must not commit past the lost one.
+                    self._forget({batch.tp})
+                elif not batch.dropped:
+                    await self._commit(batch)
+            finally:
+                self._held -= len(batch.rows)
+                self._inflight = None
+                self._notify()
+
+    async def _write(self, batch: Batch) -> bool:
+        """Insert with retries and backoff; False only when giving up (stop or revoke)."""
+        if not batch.rows:
+            return True  # only dead letters: nothing to insert, the offsets still commit
+        table, attempt = batch.table.name, 0
+        while True:
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(
+                    self.warehouse.insert, table, batch.rows, batch.table.columns, batch.token
+                )
+            except Exception as exc:
+                metrics.SINK_INSERT_ERRORS.labels(table).inc()
+                attempt += 1
+                if batch.dropped or self._past_deadline():
+                    log.error("giving up on %s into %s: %s", batch.where, table, exc)
+                    return False
+                delay = min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "insert of %s into %s failed (attempt %d, retry in %.1fs): %s",
+                    batch.where,
+                    table,
+                    attempt,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                continue
+            metrics.SINK_BATCH_SECONDS.labels(table).observe(time.perf_counter() - started)
+            metrics.SINK_BATCH_ROWS.labels(table).observe(len(batch.rows))
+            metrics.SINK_ROWS.labels(table).inc(len(batch.rows))
+            log.debug("inserted %s: %d rows into %s", batch.where, len(batch.rows), table)
+            return True
+
+    async def _commit(self, batch: Batch) -> None:
+        try:
+            await self._consumer.commit({batch.tp: batch.last + 1})
+        except Exception as exc:
+            # The rows are in; whoever re-reads these offsets inserts the same token (or
+            # rows FINAL collapses), so a lost commit costs work, not correctness.
+            log.warning("commit of %s failed: %s", batch.where, exc)
+
+    def _past_deadline(self) -> bool:
+        return self._give_up_at is not None and time.monotonic() > self._give_up_at
+
+    # ---- rebalance ---------------------------------------------------------------------
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Before giving partitions away, write and commit what we hold of them; what cannot
+        be written in time is dropped (never committed) and re-read by the next owner."""
+        self.seal([tp for tp in self._open if tp in revoked])
+
+        def settled() -> bool:
+            inflight = self._inflight is not None and self._inflight.tp in revoked
+            return not inflight and all(b.tp not in revoked for b in self._sealed)
+
+        if not await self._wait_until(settled, self.revoke_timeout_s):
+            self._forget(revoked)
+            if self._inflight is not None and self._inflight.tp in revoked:
+                self._inflight.dropped = True
+            log.warning("revoked partitions released with unwritten batches (re-read later)")
+
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        """Drop the queued batches of `tps`, uncommitted: whoever consumes those partitions
+        next re-reads them from the last committed offset."""
+        self._held -= sum(len(b.rows) for b in self._sealed if b.tp in tps)
+        self._sealed = deque(b for b in self._sealed if b.tp not in tps)
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        # No await between the check, the clear and the wait, so no change can slip past;
+        # set() wakes every waiter, and each re-checks its own predicate.
+        while not predicate():
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._wait_for(predicate), timeout)
+        except TimeoutError:
+            return predicate()
+        return True
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+
+async def run(
+    settings: Settings, stop: asyncio.Event | None = None, warehouse: Warehouse | None = None
+) -> None:
+    """Run the sink until `stop` is set (or SIGINT/SIGTERM when no event is given).
+
+    Pass `warehouse` when this process already owns it (embedded chDB: the API process)."""
+    owned = warehouse is None
+    wh = warehouse or connect(settings)
+    try:
+        await asyncio.to_thread(wh.migrate)
+        if stop is None:
+            stop = _stop_on_signals()
+        await Sink(settings, wh).run(stop)
+    finally:
+        if owned:
+            wh.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,268 @@
+"""The warehouse on a real ClickHouse engine (chDB in tmp_path): migrations, dedup tokens, and
+exact FINAL counts under redelivery.
+
+chDB opens one data path per process at a time: every test opens its own path and closes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marketpulse.codec import Codec
+from marketpulse.errors import ConfigError
+from marketpulse.settings import Settings
+from marketpulse.sink import TABLES, to_row
+from marketpulse.warehouse import (
+    Migration,
+    MigrationError,
+    Warehouse,
+    connect,
+    load_migrations,
+    parse_url,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+CODEC = Codec()
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Iterator[Warehouse]:
+    warehouse = connect(Settings(warehouse_url=f"chdb://{tmp_path}/wh", warehouse_database="t"))
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def tick(seq: int, token: str = "t1") -> dict:
+    return {
+        "event_key": "mk:e1",
+        "market_id": "mk:m1",
+        "token_id": token,
+        "venue": "mock",
+        "ts_ms": T0 + seq,
+        "recv_ms": T0 + seq + 2,
+        "seq": seq,
+        "best_bid": 0.4,
+        "best_ask": 0.6,
+    }
+
+
+def tick_rows(offsets: range) -> list[tuple]:
+    table = TABLES["ticks"]
+    return [to_row(table, CODEC, CODEC.encode("tick", tick(o)), 0, o) for o in offsets]
+
+
+def count(wh: Warehouse, table: str, final: bool = False) -> int:
+    return wh.query(f"SELECT count() AS n FROM {table}{' FINAL' if final else ''}")[0]["n"]
+
+
+def insert_ticks(wh: Warehouse, offsets: range, token: str | None) -> None:
+    wh.insert("ticks", tick_rows(offsets), TABLES["ticks"].columns, token)
+
+
+# ---- URLs ----------------------------------------------------------------------------------
+
+
+def test_chdb_urls_resolve_relative_and_absolute_paths(tmp_path: Path) -> None:
+    assert parse_url("chdb://var/wh", base=tmp_path).path == tmp_path / "var" / "wh"
+    assert parse_url(f"chdb://{tmp_path}/abs").path == tmp_path / "abs"  # chdb:///abs
+    server = parse_url("https://u:s3cret@ch.example:8443/db")
+    assert not server.embedded and "s3cret" not in server.redacted()
+    with pytest.raises(ConfigError):
+        parse_url("clickhouse://x")
+
+
+def test_a_database_name_is_never_formatted_into_sql(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        connect(Settings(warehouse_url=f"chdb://{tmp_path}/wh", warehouse_database="x; DROP"))
+
+
+# ---- migrations ----------------------------------------------------------------------------
+
+
+def test_migrations_apply_once_and_create_every_table(wh: Warehouse) -> None:
+    assert [m.version for m in wh.migrate()] == [1]
+    assert wh.migrate() == []  # idempotent
+    assert count(wh, "schema_migrations", final=True) == 1
+    for table in TABLES.values():
+        described = {r["name"] for r in wh.query(f"DESCRIBE TABLE {table.name}")}
+        assert set(table.columns) | {"_inserted"} == described, table.name
+
+
+def test_tables_land_in_the_configured_database(wh: Warehouse) -> None:
+    wh.migrate()
+    rows = wh.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name",
+        {"db": "t"},
+    )
+    assert {r["name"] for r in rows} == {t.name for t in TABLES.values()} | {"schema_migrations"}
+
+
+def test_a_changed_applied_migration_is_refused(wh: Warehouse) -> None:
+    wh.migrate()
+    first = load_migrations()[0]
+    tampered = Migration(first.version, first.name, first.sql + "\n-- edited after release\n")
+    with pytest.raises(MigrationError, match="0001_init was applied with checksum"):
+        wh.migrate([tampered])
+
+
+def test_a_new_migration_applies_only_itself(wh: Warehouse, tmp_path: Path) -> None:
+    wh.migrate()
+    extra = Migration(2, "extra", "ALTER TABLE ticks ADD COLUMN IF NOT EXISTS note String;")
+    assert wh.migrate([*load_migrations(), extra]) == [extra]
+    assert "note" in {r["name"] for r in wh.query("DESCRIBE TABLE ticks")}
+    assert wh.migrate([*load_migrations(), extra]) == []
+
+
+def test_migration_files_need_consecutive_versions(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1")
+    (tmp_path / "0003_c.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="expected version 0002"):
+        load_migrations(tmp_path)
+
+
+def test_statements_split_on_semicolons_outside_comment_lines() -> None:
+    mig = Migration(1, "x", "-- a; b\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\nSELECT 1;\n")
+    assert mig.statements() == ["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]
+
+
+# ---- idempotent inserts --------------------------------------------------------------------
+
+
+def migrated_without_merges(wh: Warehouse) -> None:
+    # A background merge of ReplacingMergeTree would also collapse duplicates and hide what
+    # the insert itself did: stop merges so raw counts show exactly what was stored.
+    wh.migrate()
+    wh.command("SYSTEM STOP MERGES ticks")
+
+
+def test_the_same_batch_with_the_same_token_lands_once(wh: Warehouse) -> None:
+    migrated_without_merges(wh)
+    insert_ticks(wh, range(0, 50), token="mpx.ticks.v1:0:0-49")
+    insert_ticks(wh, range(0, 50), token="mpx.ticks.v1:0:0-49")
+    assert count(wh, "ticks") == 50  # dropped by the token, not merged away later
+
+
+def test_final_counts_are_exact_after_redelivery_with_other_batch_boundaries(
+    wh: Warehouse,
+) -> None:
+    migrated_without_merges(wh)
+    for start in range(0, 100, 30):
+        offsets = range(start, min(start + 30, 100))
+        insert_ticks(wh, offsets, f"ticks:0:{offsets[0]}-{offsets[-1]}")
+    for start in range(0, 100, 25):  # the replay cut the stream differently
+        offsets = range(start, start + 25)
+        insert_ticks(wh, offsets, f"ticks:0:{offsets[0]}-{offsets[-1]}")
+    assert count(wh, "ticks") == 200  # both copies are stored...
+    assert count(wh, "ticks", final=True) == 100  # ...and FINAL sees each natural key once
+
+
+def test_every_table_accepts_its_mapped_rows(wh: Warehouse) -> None:
+    # The migration's column types and the sink's mappings must agree (Nullable, arrays,
+    # maps, DateTime64 from epoch ms, raw bytes into String).
+    wh.migrate()
+    legs = [{"market_id": "mk:m1", "token_id": "t1", "side": "buy", "price": 0.5, "size": 1.0}]
+    records = {
+        "markets": {
+            "market_id": "mk:m1",
+            "event_id": "mk:e1",
+            "venue": "mock",
+            "question": "Q?",
+            "outcomes": [{"name": "Yes", "token_id": "t1"}],
+            "status": "active",
+            "updated_ms": T0,
+        },
+        "books": {
+            **{k: v for k, v in tick(1).items() if not k.startswith("best")},
+            "bids": [{"price": 0.4, "size": 1.0}],
+            "asks": [],
+        },
+        "ticks": tick(1),
+        "trades": {
+            **{k: v for k, v in tick(1).items() if k not in ("seq", "best_bid", "best_ask")},
+            "trade_id": "x1",
+            "price": 0.5,
+            "size": 2.0,
+            "side": "SELL",
+        },
+        "signals": {
+            "signal_id": "s1",
+            "rule_id": "r",
+            "rule_version": 1,
+            "level": "P2",
+            "subject": "mk:e1",
+            "event_key": "mk:e1",
+            "market_ids": ["mk:m1"],
+            "ts_ms": T0,
+            "trigger_recv_ms": T0,
+            "edge_bps": 10.0,
+            "legs": legs,
+            "evidence": {"k": "v"},
+        },
+        "intents": {
+            "intent_id": "i1",
+            "signal_id": "s1",
+            "status": "approved",
+            "ts_ms": T0,
+            "legs": legs,
+        },
+        "dlq": {
+            "stage": "sink",
+            "source": "x",
+            "error_kind": "bad_magic",
+            "error": "e",
+            "payload": b"\x00\xff",
+            "ts_ms": T0,
+        },
+    }
+    for topic_id, record in records.items():
+        table = TABLES[topic_id]
+        data = CODEC.encode(table.schema, record)
+        wh.insert(table.name, [to_row(table, CODEC, data, 1, 5)], table.columns, "tok")
+        assert count(wh, table.name) == 1, table.name
+    ts = wh.query("SELECT toUnixTimestamp64Milli(ts) AS ms, mid FROM ticks")[0]
+    assert ts == {"ms": T0 + 1, "mid": pytest.approx(0.5)}
+    dead = wh.query("SELECT partition, offset, hex(payload) AS p FROM dead_letters")[0]
+    assert dead == {"partition": -1, "offset": -1, "p": "00FF"}
+
+
+def test_market_data_with_an_old_event_time_is_kept(wh: Warehouse) -> None:
+    # Retention counts from load time: a replayed recording from years ago must land (a TTL on
+    # `ts` drops such rows as they are written).
+    wh.migrate()
+    old = {**tick(1), "ts_ms": 1_577_836_800_000, "recv_ms": 1_577_836_800_000}  # 2020-01-01
+    wh.insert(
+        "ticks",
+        [to_row(TABLES["ticks"], CODEC, CODEC.encode("tick", old), 0, 0)],
+        TABLES["ticks"].columns,
+    )
+    wh.command("OPTIMIZE TABLE ticks FINAL")
+    assert count(wh, "ticks") == 1
+
+
+# ---- chDB's one-owner rule -----------------------------------------------------------------
+
+
+def test_a_second_chdb_path_in_the_same_process_is_a_clear_error(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="Only one process may open a chDB path"):
+        connect(Settings(warehouse_url=f"chdb://{tmp_path}/other"))
+    assert wh.ping()  # the open warehouse is unaffected
+
+
+def test_another_process_cannot_open_a_held_path(wh: Warehouse, tmp_path: Path) -> None:
+    code = (
+        "from marketpulse.settings import Settings; from marketpulse.warehouse import connect; "
+        f"connect(Settings(warehouse_url='chdb://{tmp_path}/wh'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "--with-sink" in proc.stderr
