@@ -63,11 +63,11 @@ class Codec:
                 f"expected {schema}, got {self._name_by_id[schema_id]} (id {schema_id})",
             )
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(
-                io.BytesIO(data[5:]), writer, self._parsed[schema]
-            )
+            record = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, self._parsed[schema])
         except Exception as exc:  # fastavro raises several types for corrupt input
             raise BadMessage("corrupt_avro", f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(record, dict):
+            raise BadMessage("corrupt_avro", f"decoded a {type(record).__name__}, not a record")
         return record
 
 
