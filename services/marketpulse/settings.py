@@ -24,10 +24,12 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = Field(
-        "", description="Prepended to every catalog topic name (isolates test runs and tenants)."
+        default="",
+        description="Prepended to every catalog topic name (isolates test runs and tenants).",
     )
     schema_registry_url: str | None = Field(
-        None, description="Confluent schema registry; without one, ids come from the catalog."
+        default=None,
+        description="Confluent schema registry; without one, ids come from the catalog.",
     )
 
     # Warehouse: chdb:///path (embedded, default) or http(s)://user:pass@host:8123
@@ -38,11 +40,17 @@ class Settings(BaseSettings):
     sink_group: str = "mpx-sink"
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 500
+    sink_max_buffered_rows: int = Field(
+        default=100_000, description="Rows held in memory before the sink pauses its partitions."
+    )
 
     # Worker
     worker_id: str = "mpx-worker"
     worker_data_dir: Path = Path("var/worker")
     worker_web_port: int = 6066
+    rules_file: Path | None = Field(
+        default=None, description="YAML rule definitions; default: marketpulse/rules/defaults.yaml."
+    )
 
     # API
     api_host: str = "127.0.0.1"

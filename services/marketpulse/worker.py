@@ -1,0 +1,519 @@
+"""The streams worker: a Faust app that evaluates rules over books and emits signals.
+
+Data flow (every name from the catalog via `settings.topic`, so a prefix isolates a run)::
+
+    markets (key market id) --repartition-markets--> <worker id>-markets-by-event-repartition
+                                                                  (key event key)
+    books (key event key) ──────────┐                                    │
+                                    └──────── complete-set (one agent) ◄─┘
+                                                │   tables (changelog-backed): cs-markets and
+                                                │   cs-trackers by event key, cs-books by token
+                                                └──► signals (key subject), dlq
+
+One agent consumes both the books and the repartitioned metadata: both are keyed by event key
+with the same partition count, so Faust assigns them (and the tables' changelogs) together, and
+a single agent with concurrency 1 never interleaves two updates of one event. Evaluation runs on
+every book update and on every metadata update (books may arrive first). The repartition is an
+explicit agent rather than `stream.group_by`, so that an undecodable market is a dead letter
+instead of an exception inside a key function.
+
+Delivery: at least once. Each message's signals are delivered (awaited) *before* the tables are
+written, so a table state saying "signalled" is never ahead of the signal itself; a redelivered
+message re-emits the same deterministic ids, which every consumer de-duplicates. Faust's
+exactly-once is not used (KAFKA_LOCAL.md). Nothing here reads the wall clock except latency
+metrics. Signal ids depend on the book states evaluated, so they replay identically as long as
+metadata precedes the books it describes (in production it does by hours); when a backlog of
+several versions of one book arrives before its market, only the latest is evaluated.
+
+`Evaluator` and `Pipeline` hold all the logic and run without Faust (plain dicts as tables),
+which is how the unit tests drive them; `create_app` only wires them to topics and tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from marketpulse import metrics
+from marketpulse.catalog import CATALOG
+from marketpulse.codec import Codec, codec
+from marketpulse.errors import BadMessage, ConfigError, TransientError
+from marketpulse.kafka import DeadLetters, admin
+from marketpulse.rules import CompleteSetParams, RuleDef, load_rules
+from marketpulse.rules.complete_set import (
+    LegSet,
+    OpportunityTracker,
+    complete_sets,
+    evaluate_event,
+)
+from marketpulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Table = MutableMapping[str, Any]
+
+# Sending a signal is retried (the agent waits) rather than skipped: dropping it would break
+# at-least-once, and Faust acks a message whose handler raised.
+_SEND_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def repartition_topic(settings: Settings) -> str:
+    """Internal topic of market metadata keyed by event key (named like Faust's group_by)."""
+    return f"{settings.worker_id}-markets-by-event-repartition"
+
+
+def book_key(event_key: str, token_id: str) -> str:
+    """Books are stored per token, not per event: an event of 100 outcomes would otherwise
+    rewrite all 200 books to the changelog on every single update."""
+    return f"{event_key}|{token_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation over tables (no Faust)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """What one input message produced: signals to deliver, then table writes to apply."""
+
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    writes: list[tuple[Table, str, Any]] = field(default_factory=list)
+    deletes: list[tuple[Table, str]] = field(default_factory=list)
+    trigger_recv_ms: int | None = None  # set when a book (not metadata) triggered it
+
+    def apply(self) -> None:
+        for table, key, value in self.writes:
+            table[key] = value
+        for table, key in self.deletes:
+            if key in table:
+                del table[key]
+
+
+class Evaluator:
+    """Keeps the latest metadata and books of each event, and runs the enabled complete-set
+    rules when either changes. Tables are any mappings (Faust tables in the worker)."""
+
+    def __init__(
+        self, rules: Sequence[RuleDef], markets: Table, books: Table, trackers: Table
+    ) -> None:
+        self.rules = [r for r in rules if r.enabled and r.type == "complete_set"]
+        self._params = {r.rule_id: r.params_as(CompleteSetParams) for r in self.rules}
+        # Books are trimmed to the deepest walk any rule makes.
+        self.max_levels = max((p.max_levels for p in self._params.values()), default=10)
+        self.markets = markets  # event key -> {market id: market}
+        self.books = books  # book_key(event, token) -> book
+        self.trackers = trackers  # event key -> {rule id: tracker state}
+        self._sets_cache: dict[str, tuple[Mapping[str, Any], list[LegSet]]] = {}
+
+    def on_market(self, market: Mapping[str, Any]) -> Step:
+        event_key = market["event_id"]
+        markets = dict(self.markets.get(event_key) or {})
+        markets[market["market_id"]] = _slim_market(market)
+        books = self._books_of(event_key, markets)
+        step = self._evaluate(event_key, markets, books, touched_token=None, trigger=None)
+        step.writes.insert(0, (self.markets, event_key, markets))
+        if market.get("status") != "active":
+            # A closed market never trades again: its books would only grow the state.
+            step.deletes += [
+                (self.books, book_key(event_key, o["token_id"])) for o in market["outcomes"]
+            ]
+        return step
+
+    def on_book(self, book: Mapping[str, Any]) -> Step:
+        event_key, token = book["event_key"], book["token_id"]
+        key = book_key(event_key, token)
+        previous = self.books.get(key)
+        if previous is not None and _book_order(previous) >= _book_order(book):
+            return Step()  # a redelivery or a late duplicate: already reflected in the table
+        slim = _slim_book(book, self.max_levels)
+        markets = self.markets.get(event_key) or {}
+        books = self._books_of(event_key, markets)
+        books[token] = slim
+        step = self._evaluate(
+            event_key, markets, books, touched_token=token, trigger=int(book["recv_ms"])
+        )
+        step.writes.insert(0, (self.books, key, slim))
+        step.trigger_recv_ms = int(book["recv_ms"])
+        return step
+
+    def _sets_of(self, event_key: str, markets: Mapping[str, Any]) -> list[LegSet]:
+        """Complete sets of an event, recomputed only when its metadata object changes: the
+        markets table is only ever written whole (never mutated in place), so identity is
+        a correct version check, and the cache holds the object so that its id stays valid."""
+        cached = self._sets_cache.get(event_key)
+        if cached is None or cached[0] is not markets:
+            cached = self._sets_cache[event_key] = (markets, complete_sets(markets.values()))
+        return cached[1]
+
+    def _books_of(
+        self, event_key: str, markets: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Mapping[str, Any]]:
+        books = {}
+        for market in markets.values():
+            for outcome in market["outcomes"]:
+                book = self.books.get(book_key(event_key, outcome["token_id"]))
+                if book is not None:
+                    books[outcome["token_id"]] = book
+        return books
+
+    def _evaluate(
+        self,
+        event_key: str,
+        markets: Mapping[str, Mapping[str, Any]],
+        books: Mapping[str, Mapping[str, Any]],
+        *,
+        touched_token: str | None,
+        trigger: int | None,
+    ) -> Step:
+        step = Step()
+        if not markets or not self.rules:
+            return step
+        sets = self._sets_of(event_key, markets)
+        before = self.trackers.get(event_key) or {}
+        after = {}
+        for rule in self.rules:
+            tracker = OpportunityTracker.from_state(
+                before.get(rule.rule_id),
+                cooldown_ms=rule.cooldown_ms,
+                update_on_change=self._params[rule.rule_id].update_on_change,
+            )
+            step.signals += evaluate_event(
+                rule,
+                markets,
+                books,
+                tracker,
+                touched_token=touched_token,
+                trigger_recv_ms=trigger,
+                sets=sets,
+            )
+            state = tracker.state()
+            if state["open"] or state["last_signal_ms"]:
+                after[rule.rule_id] = state
+        if after != before:  # most updates change nothing: spare the changelog
+            step.writes.append((self.trackers, event_key, after))
+        return step
+
+
+def _book_order(book: Mapping[str, Any]) -> tuple[int, int]:
+    """Event time first, then the collector's sequence (which may restart with the collector)."""
+    return int(book["ts_ms"]), int(book["seq"])
+
+
+_MARKET_FIELDS = (
+    "market_id",
+    "event_id",
+    "outcomes",
+    "status",
+    "exclusive",
+    "neg_risk_augmented",
+    "event_market_count",
+    "tick_size",
+    "min_size",
+    "fee",
+    "updated_ms",
+)
+
+
+def _slim_market(market: Mapping[str, Any]) -> dict[str, Any]:
+    """What rules need of a market (rules text and titles stay out of the changelog)."""
+    return {k: market[k] for k in _MARKET_FIELDS if k in market}
+
+
+def _slim_book(book: Mapping[str, Any], max_levels: int) -> dict[str, Any]:
+    asks = sorted(book["asks"], key=lambda lv: lv["price"])[:max_levels]
+    bids = sorted(book["bids"], key=lambda lv: -lv["price"])[:max_levels]
+    return {
+        "market_id": book["market_id"],
+        "token_id": book["token_id"],
+        "ts_ms": int(book["ts_ms"]),
+        "recv_ms": int(book["recv_ms"]),
+        "seq": int(book["seq"]),
+        "asks": [{"price": lv["price"], "size": lv["size"]} for lv in asks],
+        "bids": [{"price": lv["price"], "size": lv["size"]} for lv in bids],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Message handling (no Faust either: the agents call these)
+# --------------------------------------------------------------------------------------------
+
+
+class MessageLike(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+Send = Callable[[bytes, bytes], Awaitable[None]]
+
+
+class Pipeline:
+    """Decodes input, runs the `Evaluator`, delivers signals, applies table writes, and sends
+    undecodable or unprocessable input to the dead-letter topic (counted) before moving on."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        *,
+        books_topic: str,
+        by_event_topic: str,
+        forward: Send,
+        emit: Send,
+        dead_letters: DeadLetters,
+        cdc: Codec | None = None,
+    ) -> None:
+        self.evaluator = evaluator
+        self._schemas = {books_topic: "book", by_event_topic: "market"}
+        # Public so that tests can put recorders in their place.
+        self.forward = forward
+        self.emit = emit
+        self.dead_letters = dead_letters
+        self._codec = cdc or codec()
+
+    async def repartition(self, msg: MessageLike) -> None:
+        """markets (key market id) → internal topic keyed by event key, value unchanged."""
+        metrics.WORKER_MESSAGES.labels(msg.topic).inc()
+        if msg.value is None:
+            return  # a compaction tombstone: nothing to route (its market id has no event)
+        try:
+            market = self._codec.decode("market", msg.value)
+        except BadMessage as exc:
+            await self._dead_letter(msg, exc)
+            return
+        await self.forward(market["event_id"].encode(), msg.value)
+
+    async def handle(self, msg: MessageLike) -> Step | None:
+        """One book or repartitioned market: evaluate, deliver signals, then write tables."""
+        metrics.WORKER_MESSAGES.labels(msg.topic).inc()
+        try:
+            step = self._step(msg)
+        except Exception as exc:  # bad input must never stop the pipeline
+            await self._dead_letter(msg, exc)
+            return None
+        for signal in step.signals:
+            await self.emit(signal["subject"].encode(), self._codec.encode("signal", signal))
+            self._observe(signal, step, msg)
+        step.apply()
+        return step
+
+    def _step(self, msg: MessageLike) -> Step:
+        schema = self._schemas.get(msg.topic)
+        if schema is None:
+            raise BadMessage("unknown_topic", f"the worker does not consume {msg.topic!r}")
+        record = self._codec.decode(schema, msg.value)
+        if schema == "market":
+            return self.evaluator.on_market(record)
+        if msg.key is not None and msg.key != record["event_key"].encode():
+            # Partition-local evaluation relies on books being keyed by their event.
+            raise BadMessage(
+                "key_mismatch", f"key {msg.key!r} is not the book's event {record['event_key']!r}"
+            )
+        return self.evaluator.on_book(record)
+
+    def _observe(self, signal: Mapping[str, Any], step: Step, msg: MessageLike) -> None:
+        metrics.SIGNALS_EMITTED.labels(signal["rule_id"], signal["level"]).inc()
+        if step.trigger_recv_ms is not None:  # metadata-triggered signals have no tick latency
+            latency_s = max(0.0, time.time() - step.trigger_recv_ms / 1000.0)
+            metrics.TICK_TO_SIGNAL.labels(signal["rule_id"]).observe(latency_s)
+        log.info(
+            "signal %s rule=%s level=%s subject=%s edge=%.1fbps size=%s from %s[%d]@%d",
+            signal["signal_id"],
+            signal["rule_id"],
+            signal["level"],
+            signal["subject"],
+            signal["edge_bps"],
+            signal["size"],
+            msg.topic,
+            msg.partition,
+            msg.offset,
+        )
+
+    async def _dead_letter(self, msg: MessageLike, exc: Exception) -> None:
+        if not isinstance(exc, BadMessage):
+            log.exception("cannot process %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+        await self.dead_letters.send(
+            msg.topic,
+            exc,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            payload=msg.value,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Faust wiring
+# --------------------------------------------------------------------------------------------
+
+
+class _FaustProducer:
+    """The `send_and_wait` DeadLetters expects, over Faust's own producer, so that dead letters
+    are flushed with everything else before Faust commits offsets."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        return await self._app.producer.send_and_wait(topic, key, value, None, None, None)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    partitions: int | None = None,
+    rules: Mapping[str, RuleDef] | None = None,
+) -> faust.App:
+    """The worker's Faust app. `partitions` must equal the books topic's partition count
+    (`run` reads it from the broker); the catalog's count is the default."""
+    n = partitions or CATALOG.topic("books").partitions
+    rules = rules if rules is not None else load_rules(settings.rules_file)
+    app = faust.App(
+        settings.worker_id,  # also the consumer group and the prefix of internal topics
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",  # tables are rebuilt from their changelog topics at start
+        topic_replication_factor=1,
+        topic_partitions=n,
+        topic_disable_leader=True,  # no on_leader timers: one internal topic less
+        datadir=str(settings.worker_data_dir),
+        web_enabled=settings.worker_web_port > 0,
+        web_port=settings.worker_web_port or 6066,
+        producer_acks=-1,
+        autodiscover=False,
+    )
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    books_name, by_event_name = settings.topic("books"), repartition_topic(settings)
+    markets_in = app.topic(settings.topic("markets"), **raw)
+    by_event_out = app.topic(by_event_name, partitions=n, internal=True, **raw)
+    # internal=True makes Faust create the repartition topic itself (the broker's auto-create
+    # is off); for the books topic, which `run` checked exists, that creation is a no-op.
+    inputs = app.topic(books_name, by_event_name, partitions=n, internal=True, **raw)
+    signals_out = app.topic(settings.topic("signals"), **raw)
+
+    def table(name: str) -> Table:
+        return cast(Table, app.Table(name, key_type=str, partitions=n, help=name))
+
+    evaluator = Evaluator(
+        list(rules.values()), table("cs-markets"), table("cs-books"), table("cs-trackers")
+    )
+
+    async def forward(key: bytes, value: bytes) -> None:
+        await by_event_out.send(key=key, value=value)
+
+    async def emit(key: bytes, value: bytes) -> None:
+        attempt = 0
+        while True:  # Kafka being away is transient: wait for it rather than drop a signal
+            try:
+                delivered = await signals_out.send(key=key, value=value)
+                await delivered
+                return
+            except Exception as exc:
+                pause = _SEND_BACKOFF_S[min(attempt, len(_SEND_BACKOFF_S) - 1)]
+                attempt += 1
+                log.warning("signal not delivered (attempt %d: %r); retrying", attempt, exc)
+                await asyncio.sleep(pause)
+
+    dlq = DeadLetters(settings, cast(AIOKafkaProducer, _FaustProducer(app)), stage="worker")
+    pipeline = Pipeline(
+        evaluator,
+        books_topic=books_name,
+        by_event_topic=by_event_name,
+        forward=forward,
+        emit=emit,
+        dead_letters=dlq,
+    )
+
+    # Agents: concurrency 1 (KAFKA_LOCAL.md: higher commits past in-flight messages).
+    @app.agent(markets_in, name="repartition-markets", concurrency=1)
+    async def repartition_markets(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await pipeline.repartition(event.message)
+
+    @app.agent(inputs, name="complete-set", concurrency=1)
+    async def complete_set(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await pipeline.handle(event.message)
+
+    app.pipeline = pipeline  # type: ignore[attr-defined]  # for tests and introspection
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# Process
+# --------------------------------------------------------------------------------------------
+
+
+def run(settings: Settings) -> None:
+    """Run the worker until SIGTERM or SIGINT (blocking). Faust's Worker installs the signal
+    handlers, stops the agents, flushes the producer and commits before returning."""
+    import prometheus_client
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # Faust and mode look the loop up; make it this one
+    partitions = loop.run_until_complete(check_topics(settings))
+    app = create_app(settings, partitions=partitions)
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        quiet=True,  # no banner or spinner on stdout: logs only
+        redirect_stdouts=False,
+    )
+    worker.spinner = None  # quiet=True still draws a terminal spinner at WARNING and above
+    log.info(
+        "worker %s: %s -> %s, %d partitions, web %s",
+        settings.worker_id,
+        settings.topic("books"),
+        settings.topic("signals"),
+        partitions,
+        settings.worker_web_port or "off",
+    )
+    try:
+        worker.execute_from_commandline()  # always ends in SystemExit
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise
+
+
+async def check_topics(settings: Settings) -> int:
+    """Partition count of the books topic, after checking that every topic the worker reads
+    or writes exists (Faust would otherwise wait forever for a missing source topic) and
+    that the repartition topic, if it exists, is co-partitioned with books."""
+    client = admin(settings)
+    try:
+        await client.start()
+    except KafkaError as exc:
+        raise TransientError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    try:
+        names = [settings.topic(t) for t in ("markets", "books", "signals", "dlq")]
+        by_event = repartition_topic(settings)
+        existing = set(await client.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            raise ConfigError(
+                f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)} "
+                "(create them with `marketpulse topics create`)"
+            )
+        wanted = [settings.topic("books")] + ([by_event] if by_event in existing else [])
+        counts = {d["topic"]: len(d["partitions"]) for d in await client.describe_topics(wanted)}
+    finally:
+        await client.close()
+    books = counts[settings.topic("books")]
+    if by_event in counts and counts[by_event] != books:
+        raise ConfigError(
+            f"{by_event} has {counts[by_event]} partitions but books has {books}: "
+            "they must match (delete the repartition topic, or use a new MPX_WORKER_ID)"
+        )
+    return books
