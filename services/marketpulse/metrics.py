@@ -21,6 +21,11 @@ COLLECTOR_LAG = Histogram(
 
 # Worker
 WORKER_MESSAGES = Counter("mpx_worker_messages_total", "Messages evaluated by rules", ["topic"])
+WORKER_BOOKS_HELD = Counter(
+    "mpx_worker_books_held_total",
+    "Books that arrived before their event's metadata was complete (held, or overflow)",
+    ["outcome"],
+)
 SIGNALS_EMITTED = Counter("mpx_worker_signals_total", "Signals emitted", ["rule", "level"])
 TICK_TO_SIGNAL = Histogram(
     "mpx_worker_tick_to_signal_seconds",

@@ -21,9 +21,14 @@ Delivery: at least once. Each message's signals are delivered (awaited) *before*
 written, so a table state saying "signalled" is never ahead of the signal itself; a redelivered
 message re-emits the same deterministic ids, which every consumer de-duplicates. Faust's
 exactly-once is not used (KAFKA_LOCAL.md). Nothing here reads the wall clock except latency
-metrics. Signal ids depend on the book states evaluated, so they replay identically as long as
-metadata precedes the books it describes (in production it does by hours); when a backlog of
-several versions of one book arrives before its market, only the latest is evaluated.
+metrics. Signal ids depend on the book states evaluated, so every book must be evaluated with
+its event's complete metadata, whatever the arrival order: a worker that starts on a backlog
+reads the books topic directly but the metadata one hop later (through the repartition topic),
+so the books of an event whose metadata is not complete yet are *held* in arrival order and
+evaluated one by one as soon as it is (bounded: past `HOLD_PER_EVENT` books an event is evaluated
+with what is known). Held books live in memory only: a crash while books are held loses their
+evaluation (not the books, which stay in Kafka and the warehouse); the window is the repartition
+hop, milliseconds in steady state.
 
 `Evaluator` and `Pipeline` hold all the logic and run without Faust (plain dicts as tables),
 which is how the unit tests drive them; `create_app` only wires them to topics and tables.
@@ -63,6 +68,9 @@ Table = MutableMapping[str, Any]
 # Sending a signal is retried (the agent waits) rather than skipped: dropping it would break
 # at-least-once, and Faust acks a message whose handler raised.
 _SEND_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+# Books held per event while its metadata is incomplete; beyond, evaluate with what is known.
+HOLD_PER_EVENT = 20_000
 
 
 def repartition_topic(settings: Settings) -> str:
@@ -113,11 +121,38 @@ class Evaluator:
         self.books = books  # book_key(event, token) -> book
         self.trackers = trackers  # event key -> {rule id: tracker state}
         self._sets_cache: dict[str, tuple[Mapping[str, Any], list[LegSet]]] = {}
+        self.held: dict[str, list[Mapping[str, Any]]] = {}  # event key -> books, arrival order
+
+    def _hold(self, event_key: str, book: Mapping[str, Any]) -> bool:
+        """Keep a book until its event's metadata is complete; False when over the bound."""
+        held = self.held.setdefault(event_key, [])
+        if len(held) >= HOLD_PER_EVENT:
+            metrics.WORKER_BOOKS_HELD.labels("overflow").inc()
+            return False
+        held.append(book)
+        metrics.WORKER_BOOKS_HELD.labels("held").inc()
+        return True
+
+    def _release(self, event_key: str, markets: dict[str, Any]) -> Step:
+        """Metadata just became complete: evaluate the held books in their arrival order.
+        Their table writes apply at once, since each one's evaluation reads the previous one's
+        state (see the module doc on why held books are not durable anyway)."""
+        self.markets[event_key] = markets
+        step = Step()
+        for book in self.held.pop(event_key):
+            sub = self.on_book(book)
+            sub.apply()
+            step.signals += sub.signals
+            step.trigger_recv_ms = sub.trigger_recv_ms
+        step.writes.append((self.markets, event_key, markets))
+        return step
 
     def on_market(self, market: Mapping[str, Any]) -> Step:
         event_key = market["event_id"]
         markets = dict(self.markets.get(event_key) or {})
         markets[market["market_id"]] = _slim_market(market)
+        if event_key in self.held and metadata_complete(markets):
+            return self._release(event_key, markets)
         books = self._books_of(event_key, markets)
         step = self._evaluate(event_key, markets, books, touched_token=None, trigger=None)
         step.writes.insert(0, (self.markets, event_key, markets))
@@ -134,8 +169,10 @@ class Evaluator:
         previous = self.books.get(key)
         if previous is not None and _book_order(previous) >= _book_order(book):
             return Step()  # a redelivery or a late duplicate: already reflected in the table
-        slim = _slim_book(book, self.max_levels)
         markets = self.markets.get(event_key) or {}
+        if not metadata_complete(markets) and self._hold(event_key, book):
+            return Step()
+        slim = _slim_book(book, self.max_levels)
         books = self._books_of(event_key, markets)
         books[token] = slim
         step = self._evaluate(
@@ -201,6 +238,14 @@ class Evaluator:
         if after != before:  # most updates change nothing: spare the changelog
             step.writes.append((self.trackers, event_key, after))
         return step
+
+
+def metadata_complete(markets: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Every market of the event is known (rules need all legs of a complete set)."""
+    if not markets:
+        return False
+    wanted = max(int(m.get("event_market_count", 1)) for m in markets.values())
+    return len(markets) >= wanted
 
 
 def _book_order(book: Mapping[str, Any]) -> tuple[int, int]:

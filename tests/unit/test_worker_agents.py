@@ -45,20 +45,39 @@ def arbitrage_books(ts_ms: int = 1_000) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_books_before_metadata_fire_when_metadata_arrives() -> None:
+def test_books_before_metadata_are_held_then_fire_when_metadata_arrives() -> None:
     ev = evaluator()
-    for b in arbitrage_books():
+    books = arbitrage_books()
+    for b in books:
         step = ev.on_book(b)
         assert step.signals == []
         step.apply()
-    assert set(ev.books) == {book_key("pm:e1", "pm:m1:y"), book_key("pm:e1", "pm:m1:n")}
+    assert set(ev.books) == set()  # held, not evaluated against missing metadata
     step = ev.on_market(market("pm:m1"))
     (sig,) = step.signals
     assert sig["subject"] == "pm:m1" and sig["size"] == 10
-    assert step.trigger_recv_ms is None  # not a tick: kept out of the latency histogram
+    assert step.trigger_recv_ms == books[-1]["recv_ms"]  # latency includes the wait
     step.apply()
+    assert set(ev.books) == {book_key("pm:e1", "pm:m1:y"), book_key("pm:e1", "pm:m1:n")}
     assert ev.markets["pm:e1"]["pm:m1"]["event_id"] == "pm:e1"
     assert "question" not in ev.markets["pm:e1"]["pm:m1"]  # only what rules need is kept
+    assert ev.held == {}
+
+
+def test_an_opportunity_that_opened_and_closed_before_metadata_still_fires() -> None:
+    """A worker starting on a backlog sees books before the repartitioned metadata; every
+    held version is evaluated in order, so the signals equal those of an in-order run."""
+    ev = evaluator()
+    yes, no = arbitrage_books()
+    closed = book(
+        "pm:m1:n", asks=[(0.9, 10)], bids=[(0.1, 10)], ts_ms=no["ts_ms"] + 1, seq=no["seq"] + 1
+    )
+    for b in (yes, no, closed):
+        ev.on_book(b).apply()
+    step = ev.on_market(market("pm:m1"))
+    assert len(step.signals) == 1
+    step.apply()
+    assert ev.books[book_key("pm:e1", "pm:m1:n")]["seq"] == closed["seq"]
 
 
 def test_metadata_before_books_fires_on_the_completing_book() -> None:
@@ -112,6 +131,7 @@ def test_disabled_rules_do_not_evaluate() -> None:
 
 def test_books_are_trimmed_to_the_deepest_walk() -> None:
     ev = evaluator(rules(params={"max_levels": 2}))
+    ev.on_market(market("pm:m1")).apply()
     deep = book("pm:m1:y", asks=[(0.5, 1), (0.3, 1), (0.4, 1)], bids=[(0.1, 1), (0.2, 1)])
     ev.on_book(deep).apply()
     stored = ev.books[book_key("pm:e1", "pm:m1:y")]
