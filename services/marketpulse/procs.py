@@ -20,6 +20,7 @@ class Child:
     proc: subprocess.Popen[bytes]
     log: Path
     peak_rss: int = 0
+    stopping: bool = False  # stopped on purpose: its exit is not a failure
 
     def sample_rss(self) -> int:
         """Resident memory of the process and its children, remembering the peak."""
@@ -64,7 +65,7 @@ class ProcessGroup:
         """Raise with the log's tail when a child died: a silent half-pipeline helps nobody."""
         for c in self.children:
             code = c.proc.poll()
-            if code is not None:
+            if code is not None and not c.stopping:
                 raise RuntimeError(
                     f"process {c.name!r} exited with code {code}; last lines of {c.log}:\n"
                     + c.tail()
@@ -77,6 +78,7 @@ class ProcessGroup:
     def stop(self, name: str | None = None, timeout: float = 20.0) -> None:
         targets = [c for c in self.children if name is None or c.name == name]
         for c in targets:
+            c.stopping = True
             if c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
