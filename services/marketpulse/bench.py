@@ -140,7 +140,7 @@ async def ticks_stored(port: int) -> int:
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             r = await client.get(f"http://127.0.0.1:{port}/api/stats")
-            return int(r.json().get("tables", {}).get("ticks", 0)) if r.status_code == 200 else 0
+            return int(r.json().get("rows", {}).get("ticks", 0)) if r.status_code == 200 else 0
     except (httpx.HTTPError, ValueError):
         return 0
 

@@ -128,7 +128,7 @@ async def wait_http(port: int, path: str, group: ProcessGroup, timeout: float = 
 
 
 def table_rows(stats: dict[str, Any] | None) -> dict[str, int]:
-    return dict((stats or {}).get("tables", {}))
+    return dict((stats or {}).get("rows", {}))
 
 
 async def wait_caught_up(
