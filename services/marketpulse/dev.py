@@ -5,6 +5,7 @@ arrive; with a duration it stops by itself and prints a one-line JSON summary la
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from marketpulse.procs import ProcessGroup
 from marketpulse.settings import Settings
 
 MARKET_DATA = ("markets", "books", "ticks", "trades")
+PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -147,7 +149,24 @@ async def wait_caught_up(
     return stats
 
 
+def quiet_libraries() -> None:
+    """The supervisor's own output is the story; library chatter goes to the process logs."""
+    for name in ("httpx", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+async def report_progress(port: int, started: float) -> None:
+    """One status line, from the warehouse's own counts."""
+    rows = table_rows(await api_stats(port))
+    if rows:
+        say(
+            f"{time.monotonic() - started:5.0f}s  ticks stored {rows.get('ticks', 0):,}  "
+            f"books {rows.get('books', 0):,}  signals {rows.get('signals', 0)}"
+        )
+
+
 async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
+    quiet_libraries()
     if opts.fresh and opts.home.exists():
         shutil.rmtree(opts.home)
     opts.home.mkdir(parents=True, exist_ok=True)
@@ -190,10 +209,13 @@ async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
             + (f"; stopping after {opts.duration:.0f}s" if opts.duration else "; Ctrl-C stops")
         )
         tail = asyncio.create_task(tail_signals(settings, stop, seen))
-        started = time.monotonic()
+        started = next_report = time.monotonic()
         while opts.duration is None or time.monotonic() - started < opts.duration:
             group.check_alive()
             group.sample_rss()
+            if time.monotonic() >= next_report + PROGRESS_EVERY_S:
+                next_report = time.monotonic()
+                await report_progress(opts.api_port, started)
             await asyncio.sleep(0.5)
         say("stopping the collector and letting the pipeline catch up…")
         group.stop("collector")
