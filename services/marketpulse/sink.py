@@ -209,6 +209,19 @@ def dead_letter_row(r: Record) -> Row:
     )
 
 
+def review_row(r: Record) -> Row:
+    return (
+        r["review_id"],
+        r["signal_id"],
+        r["rule_id"],
+        r["subject"],
+        r["status"],
+        r["decided_by"],
+        r["note"],
+        _ms(r["ts_ms"], "ts_ms"),
+    )
+
+
 @dataclass(frozen=True)
 class Table:
     """Where one topic goes: its table, its columns (in row order) and its mapping."""
@@ -285,6 +298,12 @@ TABLES: dict[str, Table] = {
             intent_row,
         ),
         Table(
+            "review_items",
+            "review",
+            _cols("review_id signal_id rule_id subject status decided_by note ts"),
+            review_row,
+        ),
+        Table(
             "dead_letters",
             "dlq",
             _cols("stage source partition offset error_kind error key payload ts"),
@@ -292,6 +311,11 @@ TABLES: dict[str, Table] = {
         ),
     )
 }
+
+
+def expected_columns() -> dict[str, tuple[str, ...]]:
+    """Table → the columns the sink writes into it (checked against the warehouse at start)."""
+    return {t.name: t.columns for t in TABLES.values()}
 
 
 def to_row(table: Table, cdc: Codec, value: bytes | None, partition: int, offset: int) -> Row:
@@ -357,11 +381,14 @@ class Sink:
         cdc: Codec | None = None,
         consumer: AIOKafkaConsumer | None = None,
         dlq_producer: AIOKafkaProducer | None = None,
+        topic_ids: Iterable[str] | None = None,
     ) -> None:
+        """`topic_ids` limits this sink to some catalog topics (default: every table's)."""
         self.settings = settings
         self.warehouse = warehouse
         self._codec = cdc or codec()
-        self._tables = {settings.topic(tid): t for tid, t in TABLES.items()}
+        wanted = set(TABLES) if topic_ids is None else set(topic_ids)
+        self._tables = {settings.topic(tid): t for tid, t in TABLES.items() if tid in wanted}
         self._dlq_topic = settings.topic("dlq")
         self._consumer = consumer or self._new_consumer()
         self._producer = dlq_producer or producer(settings)
@@ -374,6 +401,9 @@ class Sink:
         self._held = 0  # rows in memory, open + sealed + in flight
         self._changed = asyncio.Event()  # set whenever a batch is sealed or finishes
         self._give_up_at: float | None = None  # set on stop: inserts retry until then
+        # For benchmarks: when the first message arrived and the latest commit succeeded.
+        self.first_fetch: float | None = None
+        self.last_commit: float | None = None
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -412,8 +442,11 @@ class Sink:
             fetched = await self._consumer.getmany(
                 timeout_ms=timeout_ms, max_records=self._batch_rows
             )
+            if fetched and self.first_fetch is None:
+                self.first_fetch = time.monotonic()
             for tp, messages in fetched.items():
                 await self.accept(tp, messages)
+                self._report_lag(tp, messages[-1].offset + 1)
             self.seal_due(time.monotonic())
             self._backpressure()
 
@@ -434,6 +467,14 @@ class Sink:
                 await flusher
             await self._consumer.stop()
             await self._producer.stop()
+
+    def _report_lag(self, tp: TopicPartition, next_offset: int) -> None:
+        # The fetch response carries the partition's high watermark: lag costs no request.
+        end = self._consumer.highwater(tp)
+        if end is not None:
+            metrics.SINK_LAG.labels(self.settings.sink_group, tp.topic, str(tp.partition)).set(
+                max(0, end - next_offset)
+            )
 
     # ---- decode, map, batch ------------------------------------------------------------
 
@@ -577,6 +618,7 @@ class Sink:
     async def _commit(self, batch: Batch) -> None:
         try:
             await self._consumer.commit({batch.tp: batch.last + 1})
+            self.last_commit = time.monotonic()
         except Exception as exc:
             # The rows are in; whoever re-reads these offsets inserts the same token (or
             # rows FINAL collapses), so a lost commit costs work, not correctness.
@@ -636,6 +678,7 @@ async def run(
     wh = warehouse or connect(settings)
     try:
         await asyncio.to_thread(wh.migrate)
+        await asyncio.to_thread(wh.require_columns, expected_columns())
         if stop is None:
             stop = _stop_on_signals()
         await Sink(settings, wh).run(stop)

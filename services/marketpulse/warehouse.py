@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -99,8 +99,10 @@ class Target:
         parts = urlsplit(self.dsn or "")
         host = parts.hostname or ""
         netloc = f"{parts.username}:***@{host}" if parts.username else host
-        if parts.port:
-            netloc += f":{parts.port}"
+        # Not parts.port: it raises on a non-numeric port, and this must print any URL.
+        port = parts.netloc.rpartition("@")[2].partition(":")[2]
+        if port:
+            netloc += f":{port}"
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -140,6 +142,12 @@ class Warehouse:
     def embedded(self) -> bool:
         return self.target.embedded
 
+    @property
+    def client(self) -> Client:
+        """The clickhouse-connect client itself, for tools that measure it bare (benchmarks).
+        It bypasses the lock: never use it while other threads use this Warehouse."""
+        return self._client
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts. Values are bound server-side: write `{name:Type}` in `sql`."""
         with self._lock:
@@ -160,9 +168,43 @@ class Warehouse:
         """Insert row-oriented data. With a `token`, ClickHouse drops a repeat of the same
         token+data (tables set non_replicated_deduplication_window), so a retried or
         redelivered batch adds nothing."""
-        settings = {"insert_deduplication_token": token} if token else None
+        settings: dict[str, Any] | None = None
+        if token:
+            # The views' inserts of a dropped block are dropped too (they would count it twice
+            # otherwise); the rollups are idempotent anyway, this just saves their work.
+            settings = {
+                "insert_deduplication_token": token,
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
+            }
         with self._lock:
             self._client.insert(table, rows, column_names=list(columns), settings=settings)
+
+    def missing_columns(self, expected: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Per table, the columns of `expected` the warehouse lacks (a table that does not exist
+        lacks all of them). Empty when the schema can take every row the code will write."""
+        rows = self.query(
+            "SELECT table, name FROM system.columns WHERE database = {db:String}",
+            {"db": self.database},
+        )
+        have: dict[str, set[str]] = {}
+        for r in rows:
+            have.setdefault(r["table"], set()).add(r["name"])
+        missing = {
+            table: [c for c in columns if c not in have.get(table, set())]
+            for table, columns in expected.items()
+        }
+        return {table: cols for table, cols in missing.items() if cols}
+
+    def require_columns(self, expected: Mapping[str, Sequence[str]]) -> None:
+        """Refuse to start writing when a newer record mapping meets an older table: a column
+        added to the code without its migration must fail loudly here, not drop data later."""
+        missing = self.missing_columns(expected)
+        if missing:
+            detail = "; ".join(f"{t}: {', '.join(c)}" for t, c in sorted(missing.items()))
+            raise MigrationError(
+                f"the warehouse {self.database} lacks columns the sink writes ({detail}); "
+                "add a migration that creates them"
+            )
 
     def ping(self) -> bool:
         try:
@@ -224,6 +266,41 @@ class Warehouse:
         return done
 
 
+SERVER_DEFAULT_PORTS = {"http": 8123, "https": 8443}
+
+
+def server_options(target: Target) -> dict[str, Any]:
+    """clickhouse-connect keyword arguments for a server URL
+    `http(s)://[user[:password]@]host[:port]`, checked here so that a typo is a clear
+    ConfigError at start, not a connection error later. The user and password may be
+    percent-encoded; a path or query in the URL is refused (the database is its own setting)."""
+    parts = urlsplit(target.dsn or "")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"warehouse_url {target.redacted()}: the port is not a number") from None
+    if not parts.hostname:
+        raise ConfigError(f"warehouse_url {target.redacted()}: no host")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(
+            f"warehouse_url {target.redacted()}: no path or query expected; the database is "
+            "MPX_WAREHOUSE_DATABASE"
+        )
+    return {
+        "host": parts.hostname,
+        "port": port or SERVER_DEFAULT_PORTS[parts.scheme],
+        "username": unquote(parts.username) if parts.username else "default",
+        "password": unquote(parts.password) if parts.password else "",
+        "secure": parts.scheme == "https",
+        # Sessions serialize a client's queries on the server; the API's threads and the
+        # sink share one client, so run without one.
+        "autogenerate_session_id": False,
+        "connect_timeout": 10,
+        "send_receive_timeout": 300,
+        "compress": True,
+    }
+
+
 def _open_chdb(path: Path) -> Client:
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -250,7 +327,7 @@ def connect(settings: Settings) -> Warehouse:
         assert target.path is not None
         client = _open_chdb(target.path)
     else:
-        client = clickhouse_connect.get_client(dsn=target.dsn)
+        client = clickhouse_connect.get_client(**server_options(target))
     # The database may not exist yet, so the client starts on the default one and switches.
     client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
     client.database = database

@@ -8,14 +8,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from marketpulse import insights
 from marketpulse.codec import Codec
 from marketpulse.errors import ConfigError
 from marketpulse.settings import Settings
-from marketpulse.sink import TABLES, to_row
+from marketpulse.sink import TABLES, expected_columns, to_row
 from marketpulse.warehouse import (
     Migration,
     MigrationError,
@@ -87,13 +89,43 @@ def test_a_database_name_is_never_formatted_into_sql(tmp_path: Path) -> None:
 # ---- migrations ----------------------------------------------------------------------------
 
 
+ROLLUPS = {"markets_history", "candles_1m", "rule_kpi_daily", "ingest_lag_1m"}
+VIEWS = {
+    "markets_history_mv",
+    "candles_1m_ticks_mv",
+    "candles_1m_trades_mv",
+    "rule_kpi_daily_mv",
+    "ingest_lag_1m_mv",
+}
+
+
 def test_migrations_apply_once_and_create_every_table(wh: Warehouse) -> None:
-    assert [m.version for m in wh.migrate()] == [1]
+    assert [m.version for m in wh.migrate()] == [1, 2]
     assert wh.migrate() == []  # idempotent
-    assert count(wh, "schema_migrations", final=True) == 1
+    assert count(wh, "schema_migrations", final=True) == 2
     for table in TABLES.values():
         described = {r["name"] for r in wh.query(f"DESCRIBE TABLE {table.name}")}
         assert set(table.columns) | {"_inserted"} == described, table.name
+    assert wh.missing_columns(expected_columns()) == {}
+
+
+def test_a_table_older_than_the_code_is_refused_by_name(wh: Warehouse) -> None:
+    wh.migrate()
+    wh.command("ALTER TABLE ticks DROP COLUMN ask_size")  # as if a migration were missing
+    assert wh.missing_columns(expected_columns()) == {"ticks": ["ask_size"]}
+    with pytest.raises(MigrationError, match=r"ticks: ask_size.*add a migration"):
+        wh.require_columns(expected_columns())
+
+
+def test_upgrading_a_0001_warehouse_backfills_the_rollups(wh: Warehouse) -> None:
+    # A user's warehouse at 0001 with data in it: 0002 must cover that data too.
+    first, *_ = load_migrations()
+    wh.migrate([first])
+    insert_ticks(wh, range(0, 10), token=None)
+    applied = wh.migrate()
+    assert [m.version for m in applied] == [2]
+    got = wh.query("SELECT uniqExactMerge(ticks) AS n FROM candles_1m")[0]["n"]
+    assert got == 10
 
 
 def test_tables_land_in_the_configured_database(wh: Warehouse) -> None:
@@ -102,7 +134,8 @@ def test_tables_land_in_the_configured_database(wh: Warehouse) -> None:
         "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name",
         {"db": "t"},
     )
-    assert {r["name"] for r in rows} == {t.name for t in TABLES.values()} | {"schema_migrations"}
+    expected = {t.name for t in TABLES.values()} | ROLLUPS | VIEWS | {"schema_migrations"}
+    assert {r["name"] for r in rows} == expected
 
 
 def test_a_changed_applied_migration_is_refused(wh: Warehouse) -> None:
@@ -115,7 +148,11 @@ def test_a_changed_applied_migration_is_refused(wh: Warehouse) -> None:
 
 def test_a_new_migration_applies_only_itself(wh: Warehouse, tmp_path: Path) -> None:
     wh.migrate()
-    extra = Migration(2, "extra", "ALTER TABLE ticks ADD COLUMN IF NOT EXISTS note String;")
+    extra = Migration(
+        len(load_migrations()) + 1,
+        "extra",
+        "ALTER TABLE ticks ADD COLUMN IF NOT EXISTS note String;",
+    )
     assert wh.migrate([*load_migrations(), extra]) == [extra]
     assert "note" in {r["name"] for r in wh.query("DESCRIBE TABLE ticks")}
     assert wh.migrate([*load_migrations(), extra]) == []
@@ -213,6 +250,13 @@ def test_every_table_accepts_its_mapped_rows(wh: Warehouse) -> None:
             "ts_ms": T0,
             "legs": legs,
         },
+        "review": {
+            "review_id": "s1",
+            "signal_id": "s1",
+            "status": "approved",
+            "decided_by": "ana",
+            "ts_ms": T0,
+        },
         "dlq": {
             "stage": "sink",
             "source": "x",
@@ -266,3 +310,156 @@ def test_another_process_cannot_open_a_held_path(wh: Warehouse, tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "--with-sink" in proc.stderr
+
+
+# ---- rollups: exact under redelivery and replay --------------------------------------------
+
+
+def priced_tick(seq: int) -> dict:
+    bid = 0.30 + (seq * 7 % 11) / 100  # prices move, so open/close/high/low are all distinct
+    return {
+        **tick(seq),
+        "ts_ms": T0 + seq * 1000,  # one per second: 100 ticks span two minutes
+        "recv_ms": T0 + seq * 1000 + seq % 5,
+        "best_bid": bid,
+        "best_ask": bid + 0.02,
+    }
+
+
+def trade(i: int) -> dict:
+    return {
+        **{k: v for k, v in tick(0).items() if k not in ("seq", "best_bid", "best_ask")},
+        "trade_id": f"tr{i}",
+        "ts_ms": T0 + i * 3000,
+        "recv_ms": T0 + i * 3000 + 1,
+        "price": 0.5,
+        "size": float(i + 1),
+        "side": "BUY",
+    }
+
+
+def kpi_signal(i: int) -> dict:
+    return {
+        "signal_id": f"s{i}",
+        "rule_id": "complete_set" if i % 3 else "spike",
+        "rule_version": 1,
+        "level": "P1" if i % 4 == 0 else "P2",
+        "subject": "mk:e1",
+        "event_key": "mk:e1",
+        "market_ids": ["mk:m1"],
+        "ts_ms": T0 + i * 3_600_000,  # hourly: 30 signals span two days
+        "trigger_recv_ms": T0 + i * 3_600_000,
+        "edge_bps": 10.0 + i,
+        "notional": 100.0 * i,
+        "legs": [],
+        "evidence": {},
+    }
+
+
+def deliver(wh: Warehouse, topic_id: str, records: list[dict], cut: int, tag: str) -> None:
+    """Insert like the sink: contiguous batches of `cut` offsets, tokens naming the range."""
+    table = TABLES[topic_id]
+    for start in range(0, len(records), cut):
+        offsets = range(start, min(start + cut, len(records)))
+        rows = [to_row(table, CODEC, CODEC.encode(table.schema, records[o]), 0, o) for o in offsets]
+        wh.insert(table.name, rows, table.columns, f"{tag}:{offsets[0]}-{offsets[-1]}")
+
+
+@pytest.fixture
+def redelivered(wh: Warehouse) -> Warehouse:
+    """Every record delivered twice with different batch boundaries (a crash and a replay),
+    plus one batch retried with its own token; merges stopped so nothing hides a duplicate."""
+    wh.migrate()
+    for table in ("ticks", "trades", "signals", "candles_1m", "rule_kpi_daily", "ingest_lag_1m"):
+        wh.command(f"SYSTEM STOP MERGES {table}")
+    data = {
+        "ticks": [priced_tick(s) for s in range(100)],
+        "trades": [trade(i) for i in range(40)],
+        "signals": [kpi_signal(i) for i in range(30)],
+    }
+    for topic_id, records in data.items():
+        deliver(wh, topic_id, records, 30, topic_id)
+        deliver(wh, topic_id, records, 25, topic_id)  # the replay cut differently
+        deliver(wh, topic_id, records[:25], 25, topic_id)  # a retried batch: dropped by token
+    return wh
+
+
+def test_redelivered_rows_are_stored_twice_but_final_counts_once(redelivered: Warehouse) -> None:
+    assert count(redelivered, "ticks") == 200
+    assert count(redelivered, "ticks", final=True) == 100
+    assert count(redelivered, "signals", final=True) == 30
+
+
+def test_candles_are_exact_after_redelivery(redelivered: Warehouse) -> None:
+    got = insights.candles(redelivered, ["t1"], minutes=60)
+    ticks = [priced_tick(s) for s in range(100)]
+    trades = [trade(i) for i in range(40)]
+    assert [c.minute.timestamp() * 1000 for c in got] == [T0, T0 + 60_000]
+    for candle in got:
+        lo = int(candle.minute.timestamp() * 1000)
+        mids = [
+            (t["best_bid"] + t["best_ask"]) / 2 for t in ticks if lo <= t["ts_ms"] < lo + 60_000
+        ]
+        sizes = [t["size"] for t in trades if lo <= t["ts_ms"] < lo + 60_000]
+        assert (candle.open, candle.close) == (pytest.approx(mids[0]), pytest.approx(mids[-1]))
+        assert (candle.high, candle.low) == (pytest.approx(max(mids)), pytest.approx(min(mids)))
+        assert (candle.ticks, candle.trades) == (len(mids), len(sizes))
+        assert candle.volume == pytest.approx(sum(sizes))
+
+
+def test_daily_rule_kpis_are_exact_after_redelivery(redelivered: Warehouse) -> None:
+    got = {
+        (k.rule_id, k.day.isoformat()): k
+        for k in insights.daily_kpis(redelivered, None, None, None)
+    }
+    signals = [kpi_signal(i) for i in range(30)]
+    assert len(got) == 4  # two rules, two days
+    for (rule, day), kpi in got.items():
+        mine = [
+            s
+            for s in signals
+            if s["rule_id"] == rule and s["ts_ms"] // 86_400_000 * 86_400_000 == _day_ms(day)
+        ]
+        edges = [s["edge_bps"] for s in mine]
+        assert kpi.signals == len(mine)
+        assert kpi.p1 == sum(s["level"] == "P1" for s in mine)
+        assert kpi.total_edge_bps == pytest.approx(sum(edges))
+        assert kpi.mean_edge_bps == pytest.approx(sum(edges) / len(edges))
+        assert kpi.executable_notional == pytest.approx(sum(s["notional"] for s in mine))
+
+
+def _day_ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def test_ingest_lag_is_exact_after_redelivery(redelivered: Warehouse) -> None:
+    rows = redelivered.query(
+        """SELECT venue, arrayMap(x -> x.3, groupUniqArrayMerge(lags)) AS l,
+                  max(loaded) > now() - INTERVAL 1 HOUR AS fresh
+        FROM ingest_lag_1m GROUP BY venue"""
+    )
+    lags = [s % 5 for s in range(100)]
+    assert len(rows) == 1 and rows[0]["venue"] == "mock" and rows[0]["fresh"]
+    assert sorted(rows[0]["l"]) == sorted(lags)  # each tick once, with its own lag
+
+
+def test_market_history_keeps_every_version_once(wh: Warehouse) -> None:
+    wh.migrate()
+    base = {
+        "market_id": "mk:m1",
+        "event_id": "mk:e1",
+        "venue": "mock",
+        "question": "Q?",
+        "outcomes": [{"name": "Yes", "token_id": "t1"}],
+    }
+    versions = [
+        {**base, "status": "active", "updated_ms": T0},
+        {**base, "status": "closed", "updated_ms": T0 + 1000},
+        {**base, "status": "resolved", "updated_ms": T0 + 2000, "winning_token_id": "t1"},
+    ]
+    deliver(wh, "markets", versions, 2, "m")
+    deliver(wh, "markets", versions, 3, "m")  # redelivered
+    history = wh.query("SELECT status FROM markets_history FINAL ORDER BY updated")
+    assert [r["status"] for r in history] == ["active", "closed", "resolved"]
+    latest = wh.query("SELECT status FROM markets FINAL")
+    assert latest == [{"status": "resolved"}]

@@ -104,8 +104,12 @@ DEAD = {
 }
 
 
+# Raw frames (audit), configuration (rules) and process state (alerts) have no table.
+NOT_SINKED = {"raw", "rules", "alerts_state"}
+
+
 def test_every_sinked_topic_has_a_table_and_raw_and_rules_are_not_sinked() -> None:
-    assert set(TABLES) == set(CATALOG.topics) - {"raw", "rules"}
+    assert set(TABLES) == set(CATALOG.topics) - NOT_SINKED
     for table in TABLES.values():
         assert table.columns[-2:] == ("_partition", "_offset")
         assert len(set(table.columns)) == len(table.columns)
@@ -155,6 +159,20 @@ def test_intent() -> None:
     row = mapped("intents", INTENT)
     assert (row["status"], row["mode"], row["reason"]) == ("suggested", "paper", "")
     assert json.loads(row["legs_json"]) == LEGS
+
+
+def test_review_item_fills_defaults() -> None:
+    review = {"review_id": "sig1", "signal_id": "sig1", "status": "open", "ts_ms": T0}
+    row = mapped("review", review)
+    assert (row["review_id"], row["status"], row["ts"]) == ("sig1", "open", T0)
+    assert (row["rule_id"], row["decided_by"], row["note"]) == ("", "", "")
+
+
+def test_a_sink_can_be_limited_to_some_topics() -> None:
+    settings = Settings(topic_prefix="x.", _env_file=None)
+    fakes: dict[str, Any] = {"consumer": object(), "dlq_producer": object()}
+    only = Sink(settings, warehouse=None, topic_ids=["ticks"], **fakes)  # type: ignore[arg-type]
+    assert list(only._tables) == ["x.mpx.ticks.v1"]
 
 
 def test_dead_letter_keeps_the_raw_payload() -> None:
