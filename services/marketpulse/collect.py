@@ -5,7 +5,10 @@ a consumer that starts with the stream already knows every market. Books and tic
 by event key so that every outcome of an event lands in one partition. The producer is idempotent
 with acks=all, so a retried batch never duplicates a message.
 
-Venues plug in as a ``Source`` (``markets()`` and ``updates()``) registered in ``SOURCES``.
+Venues plug in as a ``Source`` (``markets()`` and ``updates()``) registered in ``SOURCES`` (the
+mock), or as a frame source registered in ``FRAME_SOURCES`` (Polymarket, Kalshi, a replayed
+recording): those deliver raw frames to a ``marketpulse.frames.FramePipeline``, which records,
+normalizes and produces them (``run_frames``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -27,6 +31,16 @@ from aiokafka.partitioner import DefaultPartitioner
 from marketpulse import kafka, metrics
 from marketpulse.codec import codec
 from marketpulse.errors import ConfigError, TransientError
+
+# The frame pipeline lives in marketpulse.frames; these names stay importable from here.
+from marketpulse.frames import (  # noqa: F401
+    NORMALIZERS,
+    FramePipeline,
+    collector_health,
+    forget_shard,
+    frame_to_json,
+    note_shard,
+)
 from marketpulse.settings import Settings
 
 if TYPE_CHECKING:
@@ -343,3 +357,116 @@ def _stats(src: Source, n_markets: int, n_updates: int, elapsed: float) -> dict[
         "opportunities": count(n_updates) if count else 0,
         "elapsed_s": round(elapsed, 3),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Frame sources: the live venues and recordings, all through one FramePipeline
+# ----------------------------------------------------------------------------------------------
+
+FrameRunner = Callable[
+    [Settings, FramePipeline, "str | None", "float | None", asyncio.Event],
+    Awaitable[dict[str, Any]],
+]
+
+
+async def _polymarket(
+    settings: Settings,
+    pipe: FramePipeline,
+    arg: str | None,
+    speed: float | None,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    from marketpulse.venues.polymarket.source import PolymarketSource
+
+    await PolymarketSource(settings, pipe).run(stop)
+    return {}
+
+
+async def _kalshi(
+    settings: Settings,
+    pipe: FramePipeline,
+    arg: str | None,
+    speed: float | None,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    from marketpulse.venues.kalshi.source import KalshiSource
+
+    return await KalshiSource(settings, pipe).run(stop)
+
+
+async def _replay(
+    settings: Settings,
+    pipe: FramePipeline,
+    arg: str | None,
+    speed: float | None,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    from marketpulse.venues.kalshi import KalshiNormalizer
+    from marketpulse.venues.replay import kalshi_gap_policy, replay
+
+    if not arg or not Path(arg).is_file():
+        raise ConfigError(f"replay needs an existing recording: --source replay:PATH (got {arg!r})")
+    # A Kalshi capture is one ticker cut out of a shared subscription: its seq gaps are expected.
+    policy = kalshi_gap_policy(arg)
+    pipe.use(KalshiNormalizer(depth=settings.collector_book_depth, gap_policy=policy))
+    return await replay(arg, pipe, speed, stop=stop)
+
+
+# name -> runner; "replay" takes its file after a colon (replay:PATH).
+FRAME_SOURCES: dict[str, FrameRunner] = {
+    "polymarket": _polymarket,
+    "kalshi": _kalshi,
+    "replay": _replay,
+}
+
+
+def source_names() -> list[str]:
+    return [*sorted({*SOURCES, *FRAME_SOURCES} - {"replay"}), "replay:FILE"]
+
+
+async def run_frames(
+    settings: Settings,
+    source: str,
+    *,
+    speed: float | None = None,
+    record: Path | None = None,
+    raw_topic: bool = False,
+    duration: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Run a frame source (``polymarket``, ``kalshi``, ``replay:PATH``) through a FramePipeline
+    until it ends, ``duration`` passes, ``stop`` or SIGTERM; flushes and returns counts."""
+    name, _, arg = source.partition(":")
+    runner = FRAME_SOURCES.get(name)
+    if runner is None:
+        raise ConfigError(f"unknown source {source!r}; valid sources: {', '.join(source_names())}")
+    stop = stop or asyncio.Event()
+    started = time.monotonic()
+    prod = kafka.producer(settings)
+    await _start(prod, settings)
+    pipe = FramePipeline(
+        settings, prod, record=record, raw_topic=raw_topic, observe_lag=name != "replay"
+    )
+    timer = None
+    if duration is not None:
+        timer = asyncio.get_running_loop().call_later(duration, stop.set)
+    try:
+        with _stop_on_sigterm(stop):
+            details = await runner(settings, pipe, arg or None, speed, stop)
+        await pipe.flush()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        pipe.close()
+        await prod.stop()
+    stats = {
+        "source": source,
+        "frames": pipe.frames,
+        "rejected": pipe.rejected,
+        "send_errors": pipe.send_errors,
+        "produced": dict(pipe.produced),
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "details": details,
+    }
+    log.info("collector done %s", stats)
+    return stats
