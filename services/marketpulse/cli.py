@@ -106,7 +106,22 @@ def topics_describe(s: Settings, as_json: bool) -> None:
     "--source",
     default="mock",
     show_default=True,
-    help="Where market data comes from: mock (seeded simulator).",
+    help="Where market data comes from: mock (seeded simulator), polymarket, kalshi (live "
+    "venues), or replay:FILE (a recording made with --record, or a Kalshi capture).",
+)
+@click.option(
+    "--speed",
+    default="max",
+    show_default=True,
+    help="Replay: X times the recorded pace (1 = real time), or max (as fast as possible).",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Real venues: append every raw frame to this JSONL file (replay it with replay:FILE).",
+)
+@click.option(
+    "--raw-topic", is_flag=True, help="Real venues: also publish every raw frame to the raw topic."
 )
 @click.option("--seed", type=int, help="Mock venue seed (same seed, same stream).")
 @click.option(
@@ -137,10 +152,37 @@ def collect(
     rate: float,
     max_updates: int | None,
     duration: float | None,
+    speed: str,
+    record: Path | None,
+    raw_topic: bool,
 ) -> None:
-    """Read a venue and publish normalized markets, books and ticks to Kafka."""
-    from marketpulse.collect import run
+    """Read a venue and publish normalized markets, books, ticks and trades to Kafka.
 
+    \b
+    Examples:
+      marketpulse collect                                   # the mock venue
+      marketpulse collect --source polymarket --record pm.jsonl
+      marketpulse collect --source replay:pm.jsonl --speed 10
+    Bad venue payloads go to the dead-letter topic with their reason; nothing stops the stream.
+    """
+    from marketpulse.collect import run, run_frames
+
+    if source != "mock":
+        if speed != "max" and not _positive_float(speed):
+            raise click.BadParameter("a number > 0, or max", param_hint="--speed")
+        replay_speed = None if speed == "max" else float(speed)
+        stats = asyncio.run(
+            run_frames(
+                s,
+                source,
+                speed=replay_speed,
+                record=record,
+                raw_topic=raw_topic,
+                duration=duration,
+            )
+        )
+        click.echo(json.dumps(stats))
+        return
     stats = asyncio.run(
         run(
             s,
@@ -154,6 +196,13 @@ def collect(
         )
     )
     click.echo(json.dumps(stats))
+
+
+def _positive_float(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 @main.command()
@@ -187,6 +236,248 @@ def api(s: Settings, with_sink: bool | None) -> None:
     from marketpulse.api import run
 
     run(s, with_sink=with_sink)
+
+
+@main.command()
+@click.option(
+    "--test", "test_only", is_flag=True, help="Send one test message to every channel and exit."
+)
+@click.pass_obj
+def alerts(s: Settings, test_only: bool) -> None:
+    """Deliver signals to Slack (and Telegram, JSON webhooks), de-duplicated.
+
+    \b
+    Channels and routes: MPX_ALERTS_ROUTES_FILE (YAML; default marketpulse/alerts/routes.yaml)
+    Webhook URLs:        MPX_ALERTS_WEBHOOKS='{"slack": "https://hooks.slack.com/..."}'
+                         (a channel without a URL is a dry run that logs what it would send)
+    Group:               MPX_ALERTS_GROUP (a new group starts at MPX_ALERTS_OFFSET_RESET)
+    A signal id is alerted at most once per channel, even across restarts and replays (the
+    memory is the compacted topic mpx.alerts_state.v1); failed deliveries are retried with
+    backoff for MPX_ALERTS_GIVE_UP_S, then dead-lettered with the reason.
+    """
+    if test_only:
+        from marketpulse.alerts.service import send_test
+
+        click.echo(json.dumps(asyncio.run(send_test(s)), indent=2))
+        return
+    from marketpulse.alerts.service import run
+
+    asyncio.run(run(s))
+
+
+@main.command()
+@click.option("--group", required=True, help="Consumer group to rewind (stop its members first).")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="earliest | latest | ISO time (2026-01-31T12:00:00Z) | epoch ms | topic:partition:offset."
+    " A time means the messages produced at or after it (Kafka timestamps, not event time).",
+)
+@click.option(
+    "--topics",
+    help="Comma-separated catalog ids or topic names (default: the topics the group committed).",
+)
+@click.option("--execute", is_flag=True, help="Move the offsets (default: only show the plan).")
+@click.option(
+    "--reset-state",
+    is_flag=True,
+    help="Also empty the tables of a Faust worker group (required to replay a worker).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def replay(
+    s: Settings,
+    group: str,
+    to: str,
+    topics: str | None,
+    execute: bool,
+    reset_state: bool,
+    as_json: bool,
+) -> None:
+    """Rewind a consumer group's offsets to reprocess history (dry run by default).
+
+    \b
+    Shows per partition the committed offset, the target, and how many messages the group will
+    read again; refuses while the group has active members. Consumers are idempotent (signal
+    ids are deterministic, the sink de-duplicates, alerts remember what they sent), so a replay
+    changes no count and sends no alert twice. Examples:
+      marketpulse replay --group mpx-sink --to earliest --execute
+      marketpulse replay --group mpx-alerts --to 2026-01-31T12:00:00Z
+      marketpulse replay --group mpx-worker --to earliest --reset-state --execute
+    A worker group keeps tables: it can only replay from earliest, with --reset-state.
+    """
+    from marketpulse.replay import replay as run_replay
+
+    names = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
+    plan = asyncio.run(run_replay(s, group, to, names, execute_it=execute, reset_state=reset_state))
+    click.echo(json.dumps(plan.as_dict(), indent=2) if as_json else plan.table())
+
+
+@main.command()
+@click.option(
+    "--topics",
+    required=True,
+    help="Comma-separated catalog ids or topic names to copy, e.g. markets,books.",
+)
+@click.option(
+    "--to-prefix",
+    required=True,
+    help="Prefix of the copies, e.g. whatif1. (the whole catalog is created under it).",
+)
+@click.option("--since", help="ISO time or epoch ms, inclusive (default: the beginning).")
+@click.option("--until", help="ISO time or epoch ms, exclusive (default: now).")
+@click.pass_obj
+def backfill(
+    s: Settings, topics: str, to_prefix: str, since: str | None, until: str | None
+) -> None:
+    """Copy a time range of topics into new topics for an isolated what-if run.
+
+    \b
+    Partitions, keys, values and timestamps are kept. No live group is touched. Then e.g.:
+      MPX_TOPIC_PREFIX=whatif1. MPX_WORKER_ID=whatif1-worker MPX_RULES_FILE=new.yaml \\
+        marketpulse worker
+    Copy the markets topic without --since: rules need every market's metadata.
+    """
+    from marketpulse.replay import backfill as run_backfill
+    from marketpulse.replay import parse_target
+
+    def ms(value: str | None) -> int | None:
+        return parse_target(value).ms if value else None
+
+    names = [t.strip() for t in topics.split(",") if t.strip()]
+    click.echo(json.dumps(asyncio.run(run_backfill(s, names, to_prefix, ms(since), ms(until)))))
+
+
+@main.group()
+def rules() -> None:
+    """Rules as runtime configuration: the compacted rules topic.
+
+    \b
+    Workers start from MPX_RULES_FILE (default: the packaged defaults), overlay the rules
+    topic, and apply every later change without a restart; each signal names its rule version.
+    Edit a copy of the defaults, bump `version` of what you change, then publish:
+      marketpulse rules publish --file my-rules.yaml
+      marketpulse rules list
+    """
+
+
+@rules.command("publish")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Rules YAML to publish (default: MPX_RULES_FILE, else the packaged defaults).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and show what would be published.")
+@click.pass_obj
+def rules_publish(s: Settings, path: Path | None, dry_run: bool) -> None:
+    """Validate a rules file and publish every definition to the rules topic.
+
+    An invalid file is refused as a whole, naming the rule and the field; nothing is sent.
+    """
+    from marketpulse.rulebook import publish
+    from marketpulse.rules import load_rules
+
+    defs = load_rules(path or s.rules_file)
+    if dry_run:
+        for r in defs.values():
+            click.echo(f"{r.rule_id} v{r.version} ({r.type}, {'on' if r.enabled else 'off'})")
+        return
+    sent = asyncio.run(publish(s, defs))
+    click.echo(f"published {len(sent)} rule(s) to {s.topic('rules')}: ")
+    click.echo(", ".join(f"{rid} v{v}" for rid, v in sent))
+
+
+@rules.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def rules_list(s: Settings, as_json: bool) -> None:
+    """Show the rules in force: the file's definitions overlaid with the rules topic."""
+    from marketpulse.rulebook import current, describe
+    from marketpulse.rules import load_rules
+
+    book, _ = asyncio.run(current(s, load_rules(s.rules_file)))
+    rows = [describe(r) for r in book.rules.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'rule':<24}{'version':>8}  {'type':<14}{'on':<5}{'cooldown_ms':>12}  params")
+    for r in rows:
+        params = json.dumps(r["params"], sort_keys=True)
+        on = "yes" if r["enabled"] else "no"
+        click.echo(
+            f"{r['rule_id']:<24}{r['version']:>8}  {r['type']:<14}{on:<5}"
+            f"{r['cooldown_ms']:>12}  {params}"
+        )
+
+
+@main.command()
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Rules YAML (default: MPX_RULES_FILE, else the packaged defaults).",
+)
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="A JSON Lines recording ({kind, record} per line) or 'clickhouse' (the warehouse "
+    "of MPX_WAREHOUSE_URL: markets, books, ticks, trades).",
+)
+@click.option("--start", help="Event time from (epoch ms or ISO 8601, UTC if naive).")
+@click.option("--end", help="Event time to, exclusive.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("backtest-out"),
+    show_default=True,
+    help="Directory for hits.csv|hits.parquet and summary.json.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True
+)
+@click.option("--all-rules", is_flag=True, help="Enable every rule of the file, even if off.")
+@click.pass_obj
+def backtest(
+    s: Settings,
+    rules_path: Path | None,
+    source: str,
+    start: str | None,
+    end: str | None,
+    out_dir: Path,
+    fmt: str,
+    all_rules: bool,
+) -> None:
+    """Run the worker's rules offline over recorded market data; write hits and a summary.
+
+    \b
+    The same rule code as the live worker, in event-time order, over in-memory state:
+      marketpulse backtest --from capture.jsonl --out out/
+      marketpulse backtest --from clickhouse --start 2026-01-01 --end 2026-01-02 --all-rules
+    The summary (also printed as JSON, last line) has per rule: hits, mean and total edge,
+    executable notional, and realised P&L/edge where every leg's market resolved.
+    """
+    from marketpulse import backtest as bt
+    from marketpulse.rules import load_rules
+
+    defs = list(load_rules(rules_path or s.rules_file).values())
+    if all_rules:
+        defs = [r.model_copy(update={"enabled": True}) for r in defs]
+    lo, hi = bt.parse_time(start), bt.parse_time(end)
+    if source == "clickhouse":
+        items = bt.read_warehouse(s, lo, hi)
+    else:
+        items = bt.read_recording(Path(source))
+    result = bt.run(defs, items, start_ms=lo, end_ms=hi, progress=True)
+    hits = bt.write_hits(result.hits, out_dir, fmt)
+    summary = bt.write_summary(result, out_dir)
+    click.echo(
+        f"{len(result.hits)} hit(s) from {result.inputs} input(s): {hits}, {summary}", err=True
+    )
+    click.echo(json.dumps({"inputs": result.inputs, "rules": result.summary}))
 
 
 @main.command()

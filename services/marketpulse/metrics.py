@@ -18,6 +18,43 @@ COLLECTOR_LAG = Histogram(
     ["venue"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# Per venue and connection ("shard": a WebSocket connection id, or a REST/poll channel)
+COLLECTOR_MESSAGES = Counter(
+    "mpx_collector_messages_total",
+    "Venue messages received, by message type (unknown types keep their own name)",
+    ["venue", "shard", "type"],
+)
+COLLECTOR_RECONNECTS = Counter(
+    "mpx_collector_reconnects_total", "Venue connections re-opened", ["venue", "shard"]
+)
+COLLECTOR_GAPS = Counter(
+    "mpx_collector_gaps_total",
+    "Stream gaps: reconnects without replay, sequence jumps, deltas without a snapshot",
+    ["venue", "shard", "kind"],
+)
+COLLECTOR_BOOK_MISMATCHES = Counter(
+    "mpx_collector_book_mismatches_total",
+    "Maintained books that disagreed with the venue's own best bid/ask (a resnapshot follows)",
+    ["venue"],
+)
+COLLECTOR_RESNAPSHOTS = Counter(
+    "mpx_collector_resnapshots_total", "Books re-fetched over REST, by cause", ["venue", "cause"]
+)
+COLLECTOR_LAST_MESSAGE = Gauge(
+    "mpx_collector_last_message_seconds",
+    "Wall-clock time of the last frame received (epoch seconds)",
+    ["venue", "shard"],
+)
+COLLECTOR_HTTP = Counter(
+    "mpx_collector_http_requests_total",
+    "Venue HTTP requests by endpoint and outcome (ok, 429, 5xx, error, retry)",
+    ["venue", "endpoint", "outcome"],
+)
+COLLECTOR_POSSIBLE_LOSS = Counter(
+    "mpx_collector_possible_data_loss_total",
+    "Polling windows that overflowed what the venue can page through (rows may be missing)",
+    ["venue", "channel"],
+)
 
 # Worker
 WORKER_MESSAGES = Counter("mpx_worker_messages_total", "Messages evaluated by rules", ["topic"])
@@ -27,6 +64,11 @@ WORKER_BOOKS_HELD = Counter(
     ["outcome"],
 )
 SIGNALS_EMITTED = Counter("mpx_worker_signals_total", "Signals emitted", ["rule", "level"])
+RULE_UPDATES = Counter(
+    "mpx_worker_rule_updates_total",
+    "Rule definitions read from the rules topic, accepted or rejected (invalid, stale)",
+    ["outcome"],
+)
 TICK_TO_SIGNAL = Histogram(
     "mpx_worker_tick_to_signal_seconds",
     "Collector receive time of the triggering input to signal emission",
@@ -55,6 +97,34 @@ SINK_DROPPED = Counter(
     ["topic", "reason"],
 )
 
+# Alerts
+ALERTS_SENT = Counter("mpx_alerts_sent_total", "Alerts delivered", ["channel", "rule", "level"])
+ALERTS_RETRIED = Counter(
+    "mpx_alerts_retried_total", "Delivery attempts retried, by reason", ["channel", "reason"]
+)
+ALERTS_FAILED = Counter(
+    "mpx_alerts_failed_total",
+    "Alerts given up on (dead-lettered), by reason",
+    ["channel", "reason"],
+)
+ALERTS_DEDUPLICATED = Counter(
+    "mpx_alerts_deduplicated_total",
+    "Signals not alerted: already sent (seen) or within the cooldown of their rule and subject",
+    ["channel", "reason"],
+)
+ALERT_LATENCY = Histogram(
+    "mpx_alerts_latency_seconds",
+    "Collector receive time of the signal's trigger to delivery acknowledged",
+    ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+SINK_LAG = Gauge(
+    "mpx_consumer_lag_messages",
+    "Messages behind the partition's end, as the consumer last saw it",
+    ["group", "topic", "partition"],
+)
+
 # Everywhere bad input can arrive
 DEAD_LETTERS = Counter(
     "mpx_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "reason"]
@@ -68,3 +138,4 @@ API_REQUESTS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 READY = Gauge("mpx_ready", "1 when a dependency answers", ["dependency"])
+API_STREAM_CLIENTS = Gauge("mpx_api_stream_clients", "Open live signal streams (SSE)")

@@ -56,12 +56,103 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_key: SecretStr = SecretStr("change-me")
+    api_ready_max_lag: int = Field(
+        default=100_000,
+        description="/readyz answers 503 when the sink group is more messages behind than this.",
+    )
+    api_stream_max_clients: int = Field(
+        default=100, description="Concurrent live signal streams (SSE); more get 503."
+    )
+
+    # Alerts (marketpulse alerts): routes and channels in YAML, webhook URLs here (secrets)
+    alerts_group: str = "mpx-alerts"
+    alerts_routes_file: Path | None = Field(
+        default=None,
+        description="YAML channels and routes; default: marketpulse/alerts/routes.yaml.",
+    )
+    alerts_webhooks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Webhook URL per channel name, JSON: {"slack": "https://hooks.slack.com/…"}. '
+        "A channel without a URL is a dry run that logs what it would send.",
+    )
+    alerts_offset_reset: Literal["earliest", "latest"] = Field(
+        default="latest", description="Where a new alerts group starts: never page on history."
+    )
+    alerts_timeout_s: float = 5.0
+    alerts_backoff_s: float = Field(default=0.5, description="First retry delay (doubles).")
+    alerts_backoff_max_s: float = 30.0
+    alerts_give_up_s: float = Field(
+        default=600.0, description="Retry one delivery this long, then dead-letter it."
+    )
+    grafana_url: str = Field(
+        default="http://127.0.0.1:3000", description="Base URL of Grafana, for alert links."
+    )
 
     # Metrics endpoint of processes that are not the API (0 = off)
     metrics_port: int = 0
 
     # Mock venue
     mock_seed: int = 7
+
+    # Venue collectors (shared)
+    collector_book_depth: int = Field(default=10, description="Levels a side in each book record.")
+    collector_state_dir: Path = Field(
+        default=Path("var/collector"),
+        description="Durable collector state (e.g. the trades complete-through boundary).",
+    )
+    collector_quiet_s: float = Field(
+        default=60.0, description="A connection silent this long is reported as quiet."
+    )
+
+    # Polymarket (base URLs are settings so tests point them at 127.0.0.1)
+    polymarket_gamma_url: str = "https://gamma-api.polymarket.com"
+    polymarket_clob_url: str = "https://clob.polymarket.com"
+    polymarket_data_url: str = "https://data-api.polymarket.com"
+    polymarket_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
+    polymarket_ws_shard_size: int = Field(default=500, description="Asset ids per connection.")
+    polymarket_ws_max_assets: int = Field(
+        default=0,
+        description="Cap on streamed asset ids, closest to close first (0 = all); the rest are "
+        "snapshotted over REST by tier.",
+    )
+    polymarket_ws_ping_s: float = 10.0
+    polymarket_ws_stagger_s: float = Field(
+        default=0.5, description="Delay between opening two shards (many at once draw 429s)."
+    )
+    polymarket_reconcile_s: float = Field(
+        default=300.0, description="Gamma re-discovery period (new, changed, closed markets)."
+    )
+    polymarket_trades_poll_s: float = 5.0
+    polymarket_trades_page: int = Field(default=1000, description="Data API /trades page size.")
+
+    # Kalshi (URLs are settings so tests point them at 127.0.0.1). The WebSocket is always signed.
+    kalshi_rest_url: str = "https://api.elections.kalshi.com/trade-api/v2"
+    kalshi_ws_url: str = "wss://api.elections.kalshi.com/trade-api/ws/v2"
+    kalshi_key_id: SecretStr | None = Field(default=None, description="Kalshi API key id.")
+    kalshi_private_key: SecretStr | None = Field(
+        default=None, description="PEM RSA private key of the API key (or use the _path setting)."
+    )
+    kalshi_private_key_path: Path | None = Field(
+        default=None, description="File holding the PEM RSA private key of the API key."
+    )
+    kalshi_series: list[str] = Field(
+        default_factory=list,
+        description="Series tickers to follow (e.g. KXBTCD); empty: every open event.",
+    )
+    kalshi_max_markets: int = Field(
+        default=0, description="Cap on markets subscribed over the WebSocket (0: no cap)."
+    )
+    kalshi_reads_per_s: float = Field(
+        default=20.0, description="REST read budget (Basic tier: 20 reads/s)."
+    )
+    kalshi_reconcile_s: float = Field(
+        default=300.0,
+        description="Re-discovery period: publishes changed markets, streams new ones (0: never).",
+    )
+    kalshi_fallback_after_s: float = Field(
+        default=10.0,
+        description="WebSocket down this long: poll order books over REST until it is back.",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
