@@ -17,6 +17,7 @@ import resource
 import shutil
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class BenchOptions:
     paced_rate: float
     paced_seconds: float
     api_port: int
+    quick: bool = False
+    sections: tuple[str, ...] = ("pipeline",)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -257,24 +260,11 @@ async def latency(settings: Settings, opts: BenchOptions, start_ms: int) -> tupl
     return figures, int(sent["books"])
 
 
-async def bench(base: Settings, opts: BenchOptions, bootstrap: str | None) -> dict:
-    if opts.home.exists():
-        shutil.rmtree(opts.home)
-    opts.home.mkdir(parents=True)
-    addr, broker = start_broker(opts.home, bootstrap)
-    prefix = f"bench{int(time.time())}."
-    settings = base.model_copy(
-        update={
-            "kafka_bootstrap": addr,
-            "topic_prefix": prefix,
-            "api_port": opts.api_port,
-            "worker_id": f"{prefix}worker",
-            "warehouse_url": f"chdb://{(opts.home / 'warehouse').resolve()}",
-        }
-    )
+async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
+    """The spine: ceiling, then worker and sink processes fed by the mock collector."""
     env = {
-        "MPX_KAFKA_BOOTSTRAP": addr,
-        "MPX_TOPIC_PREFIX": prefix,
+        "MPX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "MPX_TOPIC_PREFIX": settings.topic_prefix,
         "MPX_WAREHOUSE_URL": settings.warehouse_url,
         "MPX_API_PORT": str(opts.api_port),
         "MPX_WORKER_ID": settings.worker_id,
@@ -304,11 +294,8 @@ async def bench(base: Settings, opts: BenchOptions, bootstrap: str | None) -> di
         pipe = await pipeline(settings, opts, group, again_ms)
         group.sample_rss()
         rss = {c.name: round(c.peak_rss / 2**20, 1) for c in group.children}
-        rss["collector+bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         best = pipe["clickhouse_ticks_per_s"] or 0
         return {
-            "benchmark": "pipeline",
-            "machine": machine(),
             "ceiling": ceil,
             "pipeline": pipe,
             # the ceiling moves 2 messages (book + tick) per update, like the pipeline
@@ -318,5 +305,88 @@ async def bench(base: Settings, opts: BenchOptions, bootstrap: str | None) -> di
         }
     finally:
         group.stop()
+
+
+async def collector_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.venues.bench import bench_collector
+
+    say("collector: recorded Polymarket frames → normalize → produce…")
+    fresh = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "col."})
+    return await bench_collector(fresh, frames=10_000 if opts.quick else 50_000)
+
+
+async def sink_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.warehouse_bench import bench_sink
+
+    say("sink: rows/s per topic into chDB vs a bare insert of the same rows…")
+    updates = 10_000 if opts.quick else 30_000
+    home = opts.home / "sink"
+    return await asyncio.to_thread(bench_sink, settings.kafka_bootstrap, home, updates)
+
+
+async def api_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.warehouse_bench import bench_api
+
+    ticks, signals = (100_000, 10_000) if opts.quick else (1_000_000, 100_000)
+    say(f"api: query latency over {ticks:,} ticks and {signals:,} signals…")
+    return await asyncio.to_thread(bench_api, opts.home / "api", ticks, signals)
+
+
+async def alerts_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.alerts.bench import bench_alerts
+
+    say("alerts: signal → Slack stand-in latency at 50 signals/s, dedup on…")
+    return await bench_alerts(settings, rate=50.0, seconds=5 if opts.quick else 20)
+
+
+async def replay_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.alerts.bench import bench_replay
+
+    say("replay: rewind the worker and the sink, measure reprocessing…")
+    updates = 5_000 if opts.quick else 20_000
+    return await bench_replay(settings, opts.home / "replay", updates=updates)
+
+
+SECTIONS: dict[str, Callable[[Settings, BenchOptions], Awaitable[dict]]] = {
+    "pipeline": pipeline_section,
+    "collector": collector_section,
+    "sink": sink_section,
+    "api": api_section,
+    "alerts": alerts_section,
+    "replay": replay_section,
+}
+
+
+async def bench(base: Settings, opts: BenchOptions, bootstrap: str | None) -> dict:
+    """Every selected section on one broker; a failing section reports its error and the
+    others still run (a benchmark that dies at the end would waste the whole run)."""
+    if opts.home.exists():
+        shutil.rmtree(opts.home)
+    opts.home.mkdir(parents=True)
+    addr, broker = start_broker(opts.home, bootstrap)
+    prefix = f"bench{int(time.time())}."
+    settings = base.model_copy(
+        update={
+            "kafka_bootstrap": addr,
+            "topic_prefix": prefix,
+            "api_port": opts.api_port,
+            "worker_id": f"{prefix}worker",
+            "warehouse_url": f"chdb://{(opts.home / 'warehouse').resolve()}",
+        }
+    )
+    report: dict[str, Any] = {"benchmark": "marketpulse", "quick": opts.quick, "machine": machine()}
+    try:
+        for name in opts.sections:
+            started = time.monotonic()
+            try:
+                report[name] = await SECTIONS[name](settings, opts)
+            except Exception as exc:  # reported in the JSON; the next section still runs
+                report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            report[name]["section_seconds"] = round(time.monotonic() - started, 1)
+    finally:
         if broker is not None:
             broker.stop()
+    report["peak_rss_mb_bench_process"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+    )
+    return report

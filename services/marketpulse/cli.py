@@ -528,7 +528,13 @@ def dev(
 
 
 @main.command()
-@click.option("--quick", is_flag=True, help="A run under two minutes (fewer updates).")
+@click.option("--quick", is_flag=True, help="Smaller sizes: the whole run in a few minutes.")
+@click.option(
+    "--only",
+    default="pipeline,collector,sink,api,alerts,replay",
+    show_default=True,
+    help="Comma-separated sections to run.",
+)
 @click.option("--updates", type=int, help="Mock book updates to push through the pipeline.")
 @click.option(
     "--rate",
@@ -547,25 +553,42 @@ def dev(
 @click.option("--api-port", type=int, default=8011, show_default=True)
 @click.pass_context
 def bench(
-    ctx: click.Context, quick: bool, updates: int | None, rate: float, home: Path, api_port: int
+    ctx: click.Context,
+    quick: bool,
+    only: str,
+    updates: int | None,
+    rate: float,
+    home: Path,
+    api_port: int,
 ) -> None:
-    """Benchmark the real pipeline; prints JSON as the last line.
+    """Benchmark the real system; prints one JSON document as the last line.
 
     \b
-    Measures, in one run: a bare aiokafka produce->consume ceiling of the same messages,
-    sustained ticks/s through collector -> Kafka -> worker and -> ClickHouse, tick-to-signal
-    latency p50/p99 at a paced rate, and the peak RSS of every process. Uses a fresh local
-    broker unless --bootstrap is given.
+    Sections (all on one fresh local broker unless --bootstrap is given):
+      pipeline   bare aiokafka produce->consume ceiling of the same messages; sustained
+                 ticks/s collector -> Kafka -> worker and -> ClickHouse; tick-to-signal
+                 p50/p99 at a paced rate; peak RSS of every process
+      collector  recorded Polymarket frames: parse -> normalize -> produce, vs a bare producer
+      sink       rows/s per topic into chDB, vs a bare clickhouse-connect insert
+      api        query latency p50/p99 over generated ticks and signals
+      alerts     signal -> Slack stand-in delivery latency at 50 signals/s, dedup on
+      replay     messages/s reprocessed by the worker and the sink after a rewind
     """
-    from marketpulse.bench import BenchOptions
+    from marketpulse.bench import SECTIONS, BenchOptions
     from marketpulse.bench import bench as run_bench
 
+    sections = tuple(s.strip() for s in only.split(",") if s.strip())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise click.BadParameter(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     opts = BenchOptions(
         home=home,
         updates=updates or (20_000 if quick else 100_000),
         paced_rate=rate,
         paced_seconds=15 if quick else 45,
         api_port=api_port,
+        quick=quick,
+        sections=sections,
     )
     bootstrap = ctx.parent.params.get("bootstrap") if ctx.parent else None
     click.echo(json.dumps(asyncio.run(run_bench(ctx.obj, opts, bootstrap))))
