@@ -63,7 +63,9 @@ class Codec:
                 f"expected {schema}, got {self._name_by_id[schema_id]} (id {schema_id})",
             )
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, self._parsed[schema])
+            # Resolution against the reader schema is only needed for data from another version.
+            reader = None if schema_id == self._ids[schema] else self._parsed[schema]
+            record = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, reader)
         except Exception as exc:  # fastavro raises several types for corrupt input
             raise BadMessage("corrupt_avro", f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(record, dict):
