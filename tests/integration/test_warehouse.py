@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse import insights
+from marketpulse.api import insights
 from marketpulse.codec import Codec
 from marketpulse.errors import ConfigError
 from marketpulse.settings import Settings

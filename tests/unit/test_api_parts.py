@@ -10,9 +10,9 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from marketpulse.auth import API_KEY_HEADER, key_matches, require_api_key
+from marketpulse.api.auth import API_KEY_HEADER, key_matches, require_api_key
+from marketpulse.api.live import StreamSlots, matches, sse
 from marketpulse.errors import ConfigError
-from marketpulse.live import StreamSlots, matches, sse
 from marketpulse.settings import Settings
 from marketpulse.warehouse import parse_url, server_options
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from marketpulse.auth import require_api_key
+from marketpulse.api.auth import require_api_key
 from marketpulse.errors import ConfigError
 from marketpulse.settings import Settings, get_settings
 

@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from marketpulse.auth import require_api_key
+from marketpulse.api.auth import require_api_key
+from marketpulse.api.querying import WarehouseDep
 from marketpulse.codec import codec
 from marketpulse.kafka import producer
-from marketpulse.querying import WarehouseDep
 from marketpulse.rules import RuleDef
 from marketpulse.settings import Settings
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from marketpulse.querying import (
+from marketpulse.api.querying import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Limit,
@@ -24,7 +24,7 @@ from marketpulse.querying import (
     unprocessable,
     where,
 )
-from marketpulse.resources import (
+from marketpulse.api.resources import (
     MARKET_COLUMNS,
     Market,
     Signal,

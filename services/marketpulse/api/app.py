@@ -23,9 +23,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from marketpulse import admin, insights, live, metrics, sink
+from marketpulse import metrics, sink
 from marketpulse.alerts import routes as alerts_routes
-from marketpulse.querying import (
+from marketpulse.api import admin, insights, live
+from marketpulse.api.querying import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Limit,
@@ -38,8 +39,8 @@ from marketpulse.querying import (
     time_range,
     unprocessable,
 )
-from marketpulse.readiness import Readiness, ReadinessProbe
-from marketpulse.resources import (
+from marketpulse.api.readiness import Readiness, ReadinessProbe
+from marketpulse.api.resources import (
     MarketPage,
     SignalPage,
     market_model,

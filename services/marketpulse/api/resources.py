@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from marketpulse.querying import dt, like_pattern, opt_dt, where
+from marketpulse.api.querying import dt, like_pattern, opt_dt, where
 from marketpulse.warehouse import Warehouse
 
 

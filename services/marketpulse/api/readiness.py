@@ -14,7 +14,7 @@ from aiokafka.client import AIOKafkaClient
 from pydantic import BaseModel, Field
 
 from marketpulse import metrics
-from marketpulse.lag import group_lag
+from marketpulse.api.lag import group_lag
 from marketpulse.settings import Settings
 from marketpulse.sink import TABLES
 from marketpulse.warehouse import Warehouse
