@@ -28,6 +28,14 @@ def _logging(level: str) -> None:
     )
 
 
+def serve_metrics(s: Settings) -> None:
+    """Prometheus endpoint of a process that has no HTTP server of its own (MPX_METRICS_PORT)."""
+    if s.metrics_port:
+        import prometheus_client
+
+        prometheus_client.start_http_server(s.metrics_port)
+
+
 class _Group(click.Group):
     """Project errors (bad config, unreachable dependencies) print as one clear line, not a
     traceback; anything else is a bug and keeps its traceback."""
@@ -167,6 +175,8 @@ def collect(
     """
     from marketpulse.collect import run, run_frames
 
+    serve_metrics(s)
+
     if source != "mock":
         if speed != "max" and not _positive_float(speed):
             raise click.BadParameter("a number > 0, or max", param_hint="--speed")
@@ -220,6 +230,8 @@ def sink(s: Settings) -> None:
     """Write every topic to ClickHouse in batches, committing offsets after each insert."""
     from marketpulse.sink import run
 
+    serve_metrics(s)
+
     asyncio.run(run(s))
 
 
@@ -261,6 +273,8 @@ def alerts(s: Settings, test_only: bool) -> None:
         click.echo(json.dumps(asyncio.run(send_test(s)), indent=2))
         return
     from marketpulse.alerts.service import run
+
+    serve_metrics(s)
 
     asyncio.run(run(s))
 
@@ -424,7 +438,7 @@ def rules_list(s: Settings, as_json: bool) -> None:
     "source",
     required=True,
     help="A JSON Lines recording ({kind, record} per line) or 'clickhouse' (the warehouse "
-    "of MPX_WAREHOUSE_URL: markets, books, ticks, trades).",
+    "of MPX_WAREHOUSE_URL: markets, books, trades; tick rules read each book's top).",
 )
 @click.option("--start", help="Event time from (epoch ms or ISO 8601, UTC if naive).")
 @click.option("--end", help="Event time to, exclusive.")

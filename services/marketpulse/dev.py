@@ -194,6 +194,7 @@ async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
         say(f"topics ready ({len(created)} created from schemas/topics.yaml)")
         group.spawn("api", "api", "--with-sink")
         group.spawn("worker", "worker")
+        group.spawn("alerts", "alerts")  # a dry run unless MPX_ALERTS_WEBHOOKS names a webhook
         await wait_http(opts.api_port, "/healthz", group)
         group.spawn("collector", "collect", "--source", "mock", "--rate", str(opts.rate))
         url = f"http://127.0.0.1:{opts.api_port}"
@@ -203,7 +204,7 @@ async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
             f"Kafka      {bootstrap}   (topics: marketpulse topics describe --bootstrap "
             f"{bootstrap})"
         )
-        say(f"logs       {group.log_dir}/")
+        say(f"logs       {group.log_dir}/   (alerts.log: what would go to Slack)")
         say(
             "signals appear below as the worker finds them"
             + (f"; stopping after {opts.duration:.0f}s" if opts.duration else "; Ctrl-C stops")
