@@ -495,6 +495,51 @@ def backtest(
 
 
 @main.command()
+@click.argument("gamma_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--min-confidence",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Claims read below this go to review (the logical rule's min_confidence).",
+)
+@click.option("--review-only", is_flag=True, help="List only what needs a person's review.")
+def propositions(gamma_file: Path, min_confidence: float, review_only: bool) -> None:
+    """Read Polymarket questions (a Gamma API JSON dump) as ladder/deadline propositions.
+
+    \b
+    Shows what the logical rule would compare (kind, underlying, threshold, date) and what
+    it sends to the review queue instead (the worker publishes those to the review topic,
+    listed by the API at /api/review). Example:
+      marketpulse propositions gamma_markets.json --review-only
+    """
+    import time
+
+    from marketpulse.rules import propositions as props
+
+    markets = props.gamma_markets(json.loads(gamma_file.read_text()))
+    parsed = [p for p in map(props.parse, markets) if p is not None]
+    review = [p for p in parsed if p.needs_review(min_confidence)]
+    for p in parsed:
+        why = p.review_reason(min_confidence)
+        if review_only and not why:
+            continue
+        if p.claim is not None:
+            c = p.claim
+            what = f"{c.kind} {c.underlying!r} {c.threshold if c.threshold is not None else ''}"
+            when = time.strftime("%Y-%m-%d", time.gmtime(c.date_ms / 1000)) if c.date_ms else ""
+        else:
+            what, when = "-", ""
+        state = f"REVIEW ({why})" if why else f"ok {p.confidence:g}"
+        click.echo(f"{state:<55} {what} {when} | {p.question.strip()}")
+    click.echo(
+        f"{len(markets)} market(s), {len(parsed)} with a ladder or deadline cue, "
+        f"{len(parsed) - len(review)} read, {len(review)} to review",
+        err=True,
+    )
+
+
+@main.command()
 @click.option(
     "--duration",
     type=float,

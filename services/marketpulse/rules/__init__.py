@@ -2,7 +2,11 @@
 loader of the YAML file that holds them (`defaults.yaml` next to this module by default).
 
 The same fields travel on the compacted rules topic (rule.avsc), so `RuleDef` converts to and
-from that record; the rule logic itself lives in one module per rule type (`complete_set`).
+from that record; the rule logic itself lives in one module per rule type: `complete_set`,
+`spike`, `trend` (breakout, fade), `endgame`, `whale`, `longshot`, `cross_market` and `logical`
+(both through `hedge`), with `flow` holding the tick/trade rules' state, `propositions` the
+question parser, `common` the signal builder and cooldown; parameters of the types but
+complete_set are in `params`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from pydantic import (
 )
 
 from marketpulse.errors import ConfigError
+from marketpulse.rules.params import (
+    CrossMarketParams,
+    EndgameParams,
+    LogicalParams,
+    LongshotParams,
+    SpikeParams,
+    TrendParams,
+    WhaleParams,
+)
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
@@ -71,7 +84,16 @@ class CompleteSetParams(BaseModel):
 
 
 # One entry per rule type: the model its `params` must satisfy.
-PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {"complete_set": CompleteSetParams}
+PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {
+    "complete_set": CompleteSetParams,
+    "spike": SpikeParams,
+    "trend": TrendParams,
+    "endgame": EndgameParams,
+    "whale": WhaleParams,
+    "longshot": LongshotParams,
+    "cross_market": CrossMarketParams,
+    "logical": LogicalParams,
+}
 
 
 class RuleDef(BaseModel):
@@ -113,9 +135,12 @@ class RuleDef(BaseModel):
     def params_as(self, model: builtins.type[P]) -> P:
         """`params` as their typed model, validated once per definition (rules call this on
         every evaluation)."""
-        cached = self._typed.get(model)
+        # Through __pydantic_private__ directly: a private attribute's normal access goes
+        # through pydantic's __getattr__, which costs more than the rest of a cheap rule.
+        typed = self.__pydantic_private__["_typed"]  # type: ignore[index]
+        cached = typed.get(model)
         if cached is None:
-            cached = self._typed[model] = model.model_validate(self.params)
+            cached = typed[model] = model.model_validate(self.params)
         return cast(P, cached)
 
     def to_record(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Injected cases for every rule of the catalog, with the signals they must produce: a small,
-deterministic stream of markets, books, ticks and trades (venue prefixes pm:/ks:, mock-like),
+deterministic stream of markets, books and trades (venue prefixes pm:/ks:, mock-like),
 separate from the mock venue's own stream (which stays byte-identical).
 
 `cases()` returns the records per topic and the expected firings as (rule id, subject,
@@ -23,7 +23,6 @@ Record = dict[str, Any]
 class Cases:
     markets: list[Record] = field(default_factory=list)  # in publish order (updates included)
     books: list[Record] = field(default_factory=list)
-    ticks: list[Record] = field(default_factory=list)
     trades: list[Record] = field(default_factory=list)
     expected: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -80,15 +79,9 @@ def _book(token: str, event: str, ts: int, seq: int, asks: Any = (), bids: Any =
     }
 
 
-def _tick(token: str, event: str, ts: int, seq: int, bid: float, ask: float) -> Record:
-    return {
-        **_ids(token, event, ts, seq),
-        "best_bid": bid,
-        "best_ask": ask,
-        "bid_size": 500.0,
-        "ask_size": 500.0,
-        "last_price": None,
-    }
+def _top(token: str, event: str, ts: int, seq: int, bid: float, ask: float) -> Record:
+    """A one-level book: what the tick rules read (the worker takes each book's top)."""
+    return _book(token, event, ts, seq, asks=[(ask, 500.0)], bids=[(bid, 500.0)])
 
 
 def _trade(
@@ -118,16 +111,16 @@ def cases(start_ms: int = 1_767_225_600_000) -> Cases:  # one case per block
 
     # spike: 0.505 -> 0.605 within 20 s on a one-tick-wide book.
     c.markets.append(_market("pm:sp", "pm:SP", t0))
-    c.ticks += [
-        _tick("pm:sp:y", "pm:SP", t0 + 1_000, 1, 0.50, 0.51),
-        _tick("pm:sp:y", "pm:SP", t0 + 21_000, 2, 0.60, 0.61),
+    c.books += [
+        _top("pm:sp:y", "pm:SP", t0 + 1_000, 1, 0.50, 0.51),
+        _top("pm:sp:y", "pm:SP", t0 + 21_000, 2, 0.60, 0.61),
     ]
     c.expected.append(("spike", "pm:sp", "up"))
 
     # trend: ten prices at 0.505, 100 s apart (no spike window holds two), then 0.625.
     c.markets.append(_market("pm:tr", "pm:TR", t0))
-    c.ticks += [_tick("pm:tr:y", "pm:TR", t0 + i * 100_000, 10 + i, 0.50, 0.51) for i in range(10)]
-    c.ticks.append(_tick("pm:tr:y", "pm:TR", t0 + 1_000_000, 20, 0.62, 0.63))
+    c.books += [_top("pm:tr:y", "pm:TR", t0 + i * 100_000, 10 + i, 0.50, 0.51) for i in range(10)]
+    c.books.append(_top("pm:tr:y", "pm:TR", t0 + 1_000_000, 20, 0.62, 0.63))
     c.expected += [("trend_breakout", "pm:tr", "up"), ("trend_fade", "pm:tr", "down")]
 
     # endgame sweep: volumes 10, 20, 30 in three 5-minute buckets, then 1000 at 0.97,
@@ -159,9 +152,9 @@ def cases(start_ms: int = 1_767_225_600_000) -> Cases:  # one case per block
         _market("pm:nc", "pm:NC", t0, end_ms=t0 + 24 * H),
         _market("pm:lo", "pm:LO", t0, end_ms=t0 + 24 * H),
     ]
-    c.ticks += [
-        _tick("pm:nc:y", "pm:NC", t0 + 3_000, 1, 0.94, 0.95),
-        _tick("pm:lo:y", "pm:LO", t0 + 3_000, 1, 0.04, 0.05),
+    c.books += [
+        _top("pm:nc:y", "pm:NC", t0 + 3_000, 1, 0.94, 0.95),
+        _top("pm:lo:y", "pm:LO", t0 + 3_000, 1, 0.04, 0.05),
     ]
     c.expected += [
         ("longshot_near_certain", "pm:nc", "near_certain"),

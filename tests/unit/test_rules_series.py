@@ -1,0 +1,151 @@
+"""Spike and trend (breakout, fade) rules on both sides of every threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rule_inputs import market, rule, tick
+
+from marketpulse.rules import spike, trend
+from marketpulse.rules.window import MAX_SAMPLES, push
+
+
+def history(*points: tuple[int, float], keep_ms: int = 600_000) -> list[list[float]]:
+    samples: list[list[float]] = []
+    for ts, price in points:
+        samples = push(samples, ts, price, keep_ms)
+    return samples
+
+
+def run_spike(t: dict[str, Any], base: float, base_ts: int = 0, **params: Any) -> Any:
+    samples = history((base_ts, base), (t["ts_ms"], (t["best_bid"] + t["best_ask"]) / 2))
+    return spike.evaluate(rule("spike", **params), t, samples, {})
+
+
+# ------------------------------------------------------------------------------- window
+
+
+def test_push_orders_late_samples_and_trims_to_the_window() -> None:
+    s = history((1_000, 0.5), (3_000, 0.6), (2_000, 0.55), keep_ms=1_500)
+    assert s == [[2_000, 0.55], [3_000, 0.6]]
+
+
+def test_push_bounds_samples() -> None:
+    s = history(*[(i, 0.5) for i in range(MAX_SAMPLES + 50)])
+    assert len(s) == MAX_SAMPLES and s[-1][0] == MAX_SAMPLES + 49
+
+
+# ------------------------------------------------------------------------------- spike
+
+
+def test_spike_fires_at_the_move_threshold_with_the_momentum_leg() -> None:
+    sig = run_spike(tick(30_000, 0.55, 0.57), base=0.51)  # mid 0.56: +0.05
+    assert sig is not None
+    assert sig["rule_id"] == "spike" and sig["rule_version"] == 1
+    assert sig["subject"] == "pm:m1" and sig["edge_bps"] == pytest.approx(500)
+    (lg,) = sig["legs"]
+    assert lg["side"] == "BUY" and lg["price"] == 0.57 and lg["size"] == 500
+    assert sig["evidence"]["base_price"] == "0.51" and sig["evidence"]["param.min_move"] == "0.05"
+
+
+def test_spike_below_the_move_threshold_is_silent() -> None:
+    assert run_spike(tick(30_000, 0.55, 0.57), base=0.52) is None  # +0.04
+
+
+def test_spike_down_sells_at_the_bid() -> None:
+    sig = run_spike(tick(30_000, 0.40, 0.42), base=0.50)
+    assert sig is not None and sig["legs"][0]["side"] == "SELL" and sig["legs"][0]["price"] == 0.40
+
+
+def test_spike_outside_the_window_is_not_a_spike() -> None:
+    assert run_spike(tick(30_000, 0.55, 0.57), base=0.40, base_ts=0, window_ms=29_999) is None
+    assert run_spike(tick(30_000, 0.55, 0.57), base=0.40, base_ts=0, window_ms=30_000)
+
+
+@pytest.mark.parametrize(("size", "fires"), [(99.0, False), (100.0, True)])
+def test_spike_needs_depth(size: float, fires: bool) -> None:
+    assert (run_spike(tick(30_000, 0.55, 0.57, size=size), base=0.40) is not None) is fires
+
+
+@pytest.mark.parametrize(("ask", "fires"), [(0.5801, False), (0.58, True)])
+def test_spike_needs_a_tight_spread(ask: float, fires: bool) -> None:
+    assert (run_spike(tick(30_000, 0.55, ask), base=0.40) is not None) is fires
+
+
+def test_spike_cooldown_per_subject_on_event_time() -> None:
+    r = rule("spike", cooldown_ms=10_000)
+    last: dict[str, int] = {}
+    t1, t2, t3 = tick(30_000, 0.55, 0.57), tick(39_999, 0.65, 0.67), tick(40_000, 0.75, 0.77)
+    samples = history((0, 0.40), (30_000, 0.56), (39_999, 0.66), (40_000, 0.76))
+    assert spike.evaluate(r, t1, samples[:2], last) is not None
+    assert spike.evaluate(r, t2, samples[:3], last) is None
+    assert spike.evaluate(r, t3, samples, last) is not None
+
+
+def test_spike_ids_are_deterministic_and_distinguish_inputs() -> None:
+    a = run_spike(tick(30_000, 0.55, 0.57), base=0.40)
+    b = run_spike(tick(30_000, 0.55, 0.57), base=0.40)
+    c = run_spike(tick(30_000, 0.55, 0.57, seq=7), base=0.40)
+    assert a is not None and b is not None and c is not None
+    assert a["signal_id"] == b["signal_id"] != c["signal_id"]
+
+
+# ------------------------------------------------------------------------------- trend
+
+
+def flat(n: int, price: float, step: int = 10_000) -> list[tuple[int, float]]:
+    return [(i * step, price) for i in range(n)]
+
+
+def run_trend(mode: str, t: dict[str, Any], n: int = 10, mean: float = 0.50, **p: Any) -> Any:
+    samples = history(*flat(n, mean), (t["ts_ms"], (t["best_bid"] + t["best_ask"]) / 2))
+    return trend.evaluate(rule(f"trend_{mode}", **p), t, market(), samples, {})
+
+
+def test_breakout_fires_beyond_the_threshold_and_follows_the_move() -> None:
+    sig = run_trend("breakout", tick(100_000, 0.58, 0.59))  # mid 0.585: +0.085
+    assert sig is not None and sig["legs"][0]["side"] == "BUY"
+    assert sig["edge_bps"] == pytest.approx(850)
+    assert sig["evidence"]["mean"] == "0.5" and sig["evidence"]["samples"] == "10"
+
+
+def test_breakout_below_the_threshold_is_silent() -> None:
+    assert run_trend("breakout", tick(100_000, 0.57, 0.58)) is None  # +0.075
+
+
+@pytest.mark.parametrize(("n", "fires"), [(9, False), (10, True)])
+def test_breakout_needs_enough_history(n: int, fires: bool) -> None:
+    assert (run_trend("breakout", tick(100_000, 0.58, 0.59), n=n) is not None) is fires
+
+
+def test_fade_sells_an_overreaction_up_net_of_fees() -> None:
+    # mid 0.625 vs mean 0.50; sell at bid 0.62: expect 0.12/share back on 0.38 put up.
+    sig = run_trend("fade", tick(100_000, 0.62, 0.63))
+    assert sig is not None and sig["legs"][0]["side"] == "SELL"
+    assert sig["edge_bps"] == pytest.approx(0.12 / 0.38 * 10_000)
+
+
+def test_fade_buys_an_overreaction_down() -> None:
+    sig = run_trend("fade", tick(100_000, 0.37, 0.38))
+    assert sig is not None and sig["legs"][0]["side"] == "BUY"
+    assert sig["edge_bps"] == pytest.approx(0.12 / 0.38 * 10_000)
+
+
+@pytest.mark.parametrize(("min_edge", "fires"), [(3157.0, True), (3159.0, False)])
+def test_fade_minimum_edge(min_edge: float, fires: bool) -> None:
+    sig = run_trend("fade", tick(100_000, 0.62, 0.63), min_edge_bps=min_edge)
+    assert (sig is not None) is fires
+
+
+def test_fade_fee_can_remove_the_edge() -> None:
+    samples = history(*flat(10, 0.50), (100_000, 0.625))
+    fee = {"model": "polymarket", "rate": 1.0, "exponent": 1.0}  # 0.62*0.38 = 0.2356 > 0.12
+    t = tick(100_000, 0.62, 0.63)
+    assert trend.evaluate(rule("trend_fade"), t, market(fee=fee), samples, {}) is None
+
+
+def test_trend_without_a_two_sided_book_is_silent() -> None:
+    samples = history(*flat(10, 0.50), (100_000, 0.70))
+    t = tick(100_000, None, None, last=0.70)
+    assert trend.evaluate(rule("trend_breakout"), t, market(), samples, {}) is None
