@@ -27,6 +27,7 @@ import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from marketpulse.codec import codec
 from marketpulse.dev import end_offsets, say, start_broker, wait_http
@@ -134,6 +135,10 @@ async def group_caught_up(settings: Settings, group: str, topic_id: str) -> bool
     await adm.start()
     try:
         committed = await adm.list_consumer_group_offsets(group)
+    except KafkaError as exc:
+        if exc.retriable:  # no group coordinator yet on a fresh broker: not caught up
+            return False
+        raise
     finally:
         await adm.close()
     name = settings.topic(topic_id)

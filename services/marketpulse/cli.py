@@ -7,7 +7,9 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,12 +30,13 @@ def _logging(level: str) -> None:
     )
 
 
-def serve_metrics(s: Settings) -> None:
-    """Prometheus endpoint of a process that has no HTTP server of its own (MPX_METRICS_PORT)."""
+def serve_metrics(s: Settings, ready: Callable[[], dict[str, Any]] | None = None) -> None:
+    """/metrics, /healthz and /readyz of a process with no HTTP server of its own, on
+    MPX_METRICS_PORT (off when 0)."""
     if s.metrics_port:
-        import prometheus_client
+        from marketpulse import health
 
-        prometheus_client.start_http_server(s.metrics_port)
+        health.serve(s.metrics_port, ready or (lambda: {"ok": True}))
 
 
 class _Group(click.Group):
@@ -174,8 +177,10 @@ def collect(
     Bad venue payloads go to the dead-letter topic with their reason; nothing stops the stream.
     """
     from marketpulse.collect import run, run_frames
+    from marketpulse.frames import collector_health
 
-    serve_metrics(s)
+    # /readyz answers 503 naming the shard when a venue connection has gone quiet.
+    serve_metrics(s, lambda: collector_health(s.collector_quiet_s))
 
     if source != "mock":
         if speed != "max" and not _positive_float(speed):

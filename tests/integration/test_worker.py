@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from marketpulse.catalog import CATALOG
 from marketpulse.codec import codec
@@ -153,7 +154,12 @@ async def caught_up(settings: Settings, group: str, topics: list[str]) -> bool:
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(4)]
         end = await consumer.end_offsets(tps)
-        committed = await client.list_consumer_group_offsets(group)
+        try:
+            committed = await client.list_consumer_group_offsets(group)
+        except KafkaError as exc:
+            if exc.retriable:  # e.g. no group coordinator yet on a fresh broker: ask again
+                return False
+            raise
     finally:
         await client.close()
         await consumer.stop()
