@@ -15,6 +15,7 @@ from marketpulse.api.querying import (
     MAX_LIMIT,
     Limit,
     WarehouseDep,
+    add_time_range,
     decode_cursor,
     dt,
     encode_cursor,
@@ -326,12 +327,7 @@ def dead_letters(
     if kind:
         conditions.append("error_kind = {kind:String}")
         params["kind"] = kind
-    if since_ms is not None:
-        conditions.append("ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')")
-        params["since"] = since_ms
-    if until_ms is not None:
-        conditions.append("ts < fromUnixTimestamp64Milli({until:Int64}, 'UTC')")
-        params["until"] = until_ms
+    add_time_range(conditions, params, since_ms, until_ms)
     if before is not None:
         # Keyset on (ts, the dead letter's own partition and offset): unique and stable.
         conditions.append(

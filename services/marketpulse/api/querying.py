@@ -90,6 +90,18 @@ def time_range(
     return lo, hi
 
 
+def add_time_range(
+    conditions: list[str], params: dict[str, Any], since_ms: int | None, until_ms: int | None
+) -> None:
+    """`ts` within [since, until), as bound parameters."""
+    if since_ms is not None:
+        conditions.append("ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')")
+        params["since"] = since_ms
+    if until_ms is not None:
+        conditions.append("ts < fromUnixTimestamp64Milli({until:Int64}, 'UTC')")
+        params["until"] = until_ms
+
+
 def like_pattern(text: str) -> str:
     """`%text%` with LIKE's wildcards in `text` escaped: the user searches for literal text."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

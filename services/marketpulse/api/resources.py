@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from marketpulse.api.querying import dt, like_pattern, opt_dt, where
+from marketpulse.api.querying import add_time_range, dt, like_pattern, opt_dt, where
 from marketpulse.warehouse import Warehouse
 
 
@@ -146,12 +146,7 @@ def query_signals(
     if market:
         conditions.append("has(market_ids, {market:String})")
         params["market"] = market
-    if since_ms is not None:
-        conditions.append("ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')")
-        params["since"] = since_ms
-    if until_ms is not None:
-        conditions.append("ts < fromUnixTimestamp64Milli({until:Int64}, 'UTC')")
-        params["until"] = until_ms
+    add_time_range(conditions, params, since_ms, until_ms)
     if before is not None:
         # Keyset pagination on (ts, signal_id), newest first: stable while new rows arrive.
         conditions.append(
