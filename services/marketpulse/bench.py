@@ -321,7 +321,7 @@ async def collector_section(settings: Settings, opts: BenchOptions) -> dict:
 
 
 async def sink_section(settings: Settings, opts: BenchOptions) -> dict:
-    from marketpulse.warehouse_bench import bench_sink
+    from marketpulse.warehouse.bench import bench_sink
 
     say("sink: rows/s per topic into chDB vs a bare insert of the same rows…")
     updates = 10_000 if opts.quick else 30_000
@@ -330,7 +330,7 @@ async def sink_section(settings: Settings, opts: BenchOptions) -> dict:
 
 
 async def api_section(settings: Settings, opts: BenchOptions) -> dict:
-    from marketpulse.warehouse_bench import bench_api
+    from marketpulse.warehouse.bench import bench_api
 
     ticks, signals = (100_000, 10_000) if opts.quick else (1_000_000, 100_000)
     say(f"api: query latency over {ticks:,} ticks and {signals:,} signals…")

@@ -233,7 +233,7 @@ def worker(s: Settings) -> None:
 @click.pass_obj
 def sink(s: Settings) -> None:
     """Write every topic to ClickHouse in batches, committing offsets after each insert."""
-    from marketpulse.sink import run
+    from marketpulse.warehouse.sink import run
 
     serve_metrics(s)
 

@@ -26,9 +26,9 @@ from marketpulse.codec import codec
 from marketpulse.collect import run as collect
 from marketpulse.kafka import create_topics
 from marketpulse.settings import Settings
-from marketpulse.sink import run as run_sink
 from marketpulse.venues.mock import MockVenue
 from marketpulse.warehouse import Warehouse, connect
+from marketpulse.warehouse.sink import run as run_sink
 
 pytestmark = pytest.mark.integration
 

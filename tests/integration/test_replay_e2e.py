@@ -19,7 +19,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
-from marketpulse import sink
 from marketpulse.alerts.service import Alerter
 from marketpulse.codec import codec
 from marketpulse.collect import run as collect
@@ -27,7 +26,7 @@ from marketpulse.kafka import admin, create_topics
 from marketpulse.replay import replay
 from marketpulse.settings import Settings
 from marketpulse.venues.mock import MockVenue
-from marketpulse.warehouse import Warehouse, connect
+from marketpulse.warehouse import Warehouse, connect, sink
 from slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from marketpulse import metrics, sink
+from marketpulse import metrics
 from marketpulse.catalog import CATALOG
 from marketpulse.codec import Codec
 from marketpulse.kafka import create_topics
 from marketpulse.settings import Settings
-from marketpulse.warehouse import Warehouse, connect
+from marketpulse.warehouse import Warehouse, connect, sink
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ from marketpulse.api import insights
 from marketpulse.codec import Codec
 from marketpulse.errors import ConfigError
 from marketpulse.settings import Settings
-from marketpulse.sink import TABLES, expected_columns, to_row
 from marketpulse.warehouse import (
     Migration,
     MigrationError,
@@ -26,6 +25,7 @@ from marketpulse.warehouse import (
     load_migrations,
     parse_url,
 )
+from marketpulse.warehouse.sink import TABLES, expected_columns, to_row
 
 pytestmark = pytest.mark.integration
 

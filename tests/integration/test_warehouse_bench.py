@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.warehouse_bench import SINK_TOPICS, bench_api, bench_sink
+from marketpulse.warehouse.bench import SINK_TOPICS, bench_api, bench_sink
 
 pytestmark = pytest.mark.integration
 

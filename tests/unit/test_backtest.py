@@ -137,8 +137,8 @@ def test_parse_time() -> None:
 
 def test_backtest_from_the_embedded_warehouse(rules_file: Path, tmp_path: Path) -> None:
     """Rows written through the sink's own mapping come back as the same records."""
-    from marketpulse.sink import TABLES
     from marketpulse.warehouse import connect
+    from marketpulse.warehouse.sink import TABLES
 
     settings = Settings(warehouse_url=f"chdb://{tmp_path / 'wh'}")
     wh = connect(settings)

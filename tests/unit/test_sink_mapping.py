@@ -15,7 +15,7 @@ from marketpulse.catalog import CATALOG
 from marketpulse.codec import Codec
 from marketpulse.errors import BadMessage
 from marketpulse.settings import Settings
-from marketpulse.sink import TABLES, Sink, Table, to_row
+from marketpulse.warehouse.sink import TABLES, Sink, Table, to_row
 
 CODEC = Codec()
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

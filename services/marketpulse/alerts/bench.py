@@ -31,7 +31,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from marketpulse import sink
 from marketpulse.alerts.config import parse_config
 from marketpulse.alerts.service import Alerter
 from marketpulse.codec import codec
@@ -39,7 +38,7 @@ from marketpulse.kafka import admin, create_topics, producer
 from marketpulse.procs import ProcessGroup
 from marketpulse.replay import replay
 from marketpulse.settings import Settings
-from marketpulse.warehouse import connect
+from marketpulse.warehouse import connect, sink
 
 BENCH_ROUTES = {"channels": {"slack": {"type": "slack"}}, "routes": [{"channels": ["slack"]}]}
 

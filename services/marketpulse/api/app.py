@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from marketpulse import metrics, sink
+from marketpulse import metrics
 from marketpulse.alerts import routes as alerts_routes
 from marketpulse.api import admin, insights, live
 from marketpulse.api.querying import (
@@ -49,7 +49,7 @@ from marketpulse.api.resources import (
     signal_model,
 )
 from marketpulse.settings import Settings
-from marketpulse.warehouse import Warehouse, connect
+from marketpulse.warehouse import Warehouse, connect, sink
 
 log = logging.getLogger(__name__)
 

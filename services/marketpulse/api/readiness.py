@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from marketpulse import metrics
 from marketpulse.api.lag import group_lag
 from marketpulse.settings import Settings
-from marketpulse.sink import TABLES
 from marketpulse.warehouse import Warehouse
+from marketpulse.warehouse.sink import TABLES
 
 log = logging.getLogger(__name__)
 

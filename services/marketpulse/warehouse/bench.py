@@ -27,8 +27,8 @@ from marketpulse.catalog import CATALOG
 from marketpulse.codec import codec
 from marketpulse.kafka import create_topics, producer
 from marketpulse.settings import Settings
-from marketpulse.sink import TABLES, Sink, to_row
 from marketpulse.warehouse import Warehouse, connect
+from marketpulse.warehouse.sink import TABLES, Sink, to_row
 
 T = TypeVar("T")
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
