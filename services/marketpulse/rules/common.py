@@ -40,6 +40,30 @@ def mark(last: MutableMapping[str, int], subject: str, ts_ms: int) -> None:
     last[subject] = max(ts_ms, last.get(subject, ts_ms))
 
 
+def market_signal(
+    rule: RuleDef,
+    source: Mapping[str, Any],
+    last_signals: MutableMapping[str, int],
+    ts_ms: int,
+    **fields: Any,
+) -> dict[str, Any] | None:
+    """A signal about the one market of a tick or trade (`source`), unless that market is still
+    in the rule's cooldown; a signal returned is remembered for the next cooldown check."""
+    subject = source["market_id"]
+    if cooling(last_signals, subject, ts_ms, rule.cooldown_ms):
+        return None
+    mark(last_signals, subject, ts_ms)
+    return make_signal(
+        rule,
+        subject=subject,
+        event_key=source["event_key"],
+        market_ids=[subject],
+        ts_ms=ts_ms,
+        trigger_recv_ms=int(source["recv_ms"]),
+        **fields,
+    )
+
+
 def tick_price(tick: Mapping[str, Any]) -> float | None:
     """Mid of a two-sided top of book, else the last trade price, else None."""
     bid, ask = tick.get("best_bid"), tick.get("best_ask")

@@ -21,7 +21,7 @@ from typing import Any
 
 from marketpulse.fees import taker_fee_per_share
 from marketpulse.rules import RuleDef
-from marketpulse.rules.common import cooling, leg, make_signal, mark, num
+from marketpulse.rules.common import cooling, leg, make_signal, mark, market_signal, num
 from marketpulse.rules.params import EndgameParams
 
 _TICK_EPSILON = 1e-12
@@ -66,20 +66,15 @@ def on_trade(
     if stats is None or stats[0] < p.z_threshold:
         return None
     subject = trade["market_id"]
-    if cooling(last_signals, subject, ts, rule.cooldown_ms):
-        return None
-    mark(last_signals, subject, ts)
     z, current, mean, n = stats
     fee = taker_fee_per_share(market.get("fee") or {"model": "none"}, price)
     per_share = 1.0 - price - fee
     size = float(trade["size"])
-    return make_signal(
+    return market_signal(
         rule,
-        subject=subject,
-        event_key=trade["event_key"],
-        market_ids=[subject],
-        ts_ms=ts,
-        trigger_recv_ms=int(trade["recv_ms"]),
+        trade,
+        last_signals,
+        ts,
         edge_bps=per_share / price * 10_000,
         edge_score=per_share * size,
         id_parts=["sweep", trade["trade_id"]],

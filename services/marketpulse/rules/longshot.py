@@ -17,7 +17,7 @@ from typing import Any
 
 from marketpulse.fees import taker_fee_per_share
 from marketpulse.rules import RuleDef
-from marketpulse.rules.common import cooling, leg, make_signal, mark, num
+from marketpulse.rules.common import leg, market_signal, num
 from marketpulse.rules.params import LongshotParams
 
 
@@ -49,16 +49,11 @@ def evaluate(
     subject = tick["market_id"]
     if depth < p.min_depth or per_share <= 0 or edge_bps < p.min_edge_bps:
         return None
-    if cooling(last_signals, subject, ts, rule.cooldown_ms):
-        return None
-    mark(last_signals, subject, ts)
-    return make_signal(
+    return market_signal(
         rule,
-        subject=subject,
-        event_key=tick["event_key"],
-        market_ids=[subject],
-        ts_ms=ts,
-        trigger_recv_ms=int(tick["recv_ms"]),
+        tick,
+        last_signals,
+        ts,
         edge_bps=edge_bps,
         edge_score=per_share * depth,
         id_parts=[p.strategy, tick["token_id"], str(tick["seq"])],

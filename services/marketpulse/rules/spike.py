@@ -14,10 +14,8 @@ from typing import Any
 from marketpulse.rules import RuleDef
 from marketpulse.rules.common import (
     PRICE_EPSILON,
-    cooling,
     leg,
-    make_signal,
-    mark,
+    market_signal,
     num,
     tick_price,
 )
@@ -48,19 +46,14 @@ def evaluate(
     subject = tick["market_id"]
     if spread > p.max_spread + PRICE_EPSILON or depth < p.min_depth:
         return None
-    if cooling(last_signals, subject, ts, rule.cooldown_ms):
-        return None
-    mark(last_signals, subject, ts)
     up = move > 0
     side, touch = ("BUY", float(ask)) if up else ("SELL", float(bid))
     size = float(tick["ask_size"] if up else tick["bid_size"])
-    return make_signal(
+    return market_signal(
         rule,
-        subject=subject,
-        event_key=tick["event_key"],
-        market_ids=[subject],
-        ts_ms=ts,
-        trigger_recv_ms=int(tick["recv_ms"]),
+        tick,
+        last_signals,
+        ts,
         edge_bps=abs(move) * 10_000,
         edge_score=abs(move) * depth,
         id_parts=[tick["token_id"], str(tick["seq"])],

@@ -22,10 +22,8 @@ from marketpulse.fees import taker_fee_per_share
 from marketpulse.rules import RuleDef
 from marketpulse.rules.common import (
     PRICE_EPSILON,
-    cooling,
     leg,
-    make_signal,
-    mark,
+    market_signal,
     num,
     tick_price,
 )
@@ -70,16 +68,11 @@ def evaluate(
         if per_share <= 0 or edge_bps < p.min_edge_bps:
             return None
     subject = tick["market_id"]
-    if cooling(last_signals, subject, ts, rule.cooldown_ms):
-        return None
-    mark(last_signals, subject, ts)
-    return make_signal(
+    return market_signal(
         rule,
-        subject=subject,
-        event_key=tick["event_key"],
-        market_ids=[subject],
-        ts_ms=ts,
-        trigger_recv_ms=int(tick["recv_ms"]),
+        tick,
+        last_signals,
+        ts,
         edge_bps=edge_bps,
         edge_score=edge_bps / 10_000 * size,
         id_parts=[p.mode, tick["token_id"], str(tick["seq"])],
