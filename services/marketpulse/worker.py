@@ -87,6 +87,7 @@ from marketpulse.rules.complete_set import (
 from marketpulse.rules.flow import FlowRules
 from marketpulse.rules.params import LogicalParams
 from marketpulse.settings import Settings
+from marketpulse.state import TableBacking, WriteBehind, as_current, raw_table
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ _SEND_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 # Books held per event while its metadata is incomplete; beyond, evaluate with what is known.
 HOLD_PER_EVENT = 20_000
+
+# The evaluating agents take up to BATCH_MAX messages at a time, waiting at most BATCH_WITHIN_S
+# for a batch to fill.
+BATCH_MAX = 1_000
+BATCH_WITHIN_S = 0.005
 
 
 def repartition_topic(settings: Settings) -> str:
@@ -713,6 +719,8 @@ def create_app(
         web_enabled=settings.worker_web_port > 0,
         web_port=settings.worker_web_port or 6066,
         producer_acks=-1,
+        producer_linger=0.005,
+        producer_max_batch_size=1 << 20,
         autodiscover=False,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -727,8 +735,12 @@ def create_app(
     inputs = app.topic(books_name, trades_name, by_event_name, partitions=n, internal=True, **raw)
     signals_out = app.topic(settings.topic("signals"), **raw)
 
+    stores: list[WriteBehind] = []
+
     def table(name: str) -> Table:
-        return cast(Table, app.Table(name, key_type=str, partitions=n, help=name))
+        store = WriteBehind(TableBacking(app, raw_table(app, name, n)))
+        stores.append(store)
+        return store
 
     evaluator = Evaluator(
         list(rules.values()),
@@ -742,18 +754,49 @@ def create_app(
     async def forward(key: bytes, value: bytes) -> None:
         await by_event_out.send(key=key, value=value)
 
+    in_flight: list[tuple[bytes, bytes, Awaitable[Any] | None]] = []
+
     async def emit(key: bytes, value: bytes) -> None:
+        """Queue a signal; `settle` waits for its delivery (one round trip per batch)."""
+        try:
+            in_flight.append((key, value, await signals_out.send(key=key, value=value)))
+        except Exception as exc:
+            log.warning("signal not queued (%r); settle retries it", exc)
+            in_flight.append((key, value, None))
+
+    async def deliver(key: bytes, value: bytes, queued: Awaitable[Any] | None) -> None:
         attempt = 0
         while True:  # Kafka being away is transient: wait for it rather than drop a signal
             try:
-                delivered = await signals_out.send(key=key, value=value)
-                await delivered
+                await (queued or await signals_out.send(key=key, value=value))
                 return
             except Exception as exc:
+                queued = None
                 pause = _SEND_BACKOFF_S[min(attempt, len(_SEND_BACKOFF_S) - 1)]
                 attempt += 1
                 log.warning("signal not delivered (attempt %d: %r); retrying", attempt, exc)
                 await asyncio.sleep(pause)
+
+    settling = asyncio.Lock()
+
+    async def settle() -> None:
+        """End of a batch: its signals are delivered, *then* its table writes are made (so a
+        table saying "signalled" is never ahead of the signal), then Faust acks the batch.
+        Both agents settle through here: a write is buffered only after its message's signals
+        were queued, and the lock makes every flush wait for all queued signals."""
+        async with settling:
+            while in_flight:
+                await deliver(*in_flight.pop(0))
+            for store in stores:
+                await store.flush()
+
+    async def forget(*_: Any, **__: Any) -> None:
+        for store in stores:
+            store.forget()
+        in_flight.clear()  # their events are not acked: they are processed again
+
+    app.on_partitions_revoked.connect(forget)
+    app.on_partitions_assigned.connect(forget)
 
     groups = registry(list(rules.values()))
     by_group = app.topic(group_topic(settings), partitions=n, internal=True, **raw)
@@ -791,15 +834,23 @@ def create_app(
         async for event in stream.events():
             await pipeline.repartition(event.message)
 
+    # Batches amortise Faust's per-event cost and let `settle` coalesce table writes; `within`
+    # bounds the wait a lone update can add to its signal's latency.
     @app.agent(inputs, name="complete-set", concurrency=1)
     async def complete_set(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await pipeline.handle(event.message)
+        async for events in cast(faust.Stream, stream).take_events(BATCH_MAX, BATCH_WITHIN_S):
+            for event in events:
+                with as_current(event):
+                    await pipeline.handle(event.message)
+            await settle()
 
     @app.agent(by_group, name="cross-market", concurrency=1)
     async def cross_market(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await pipeline.handle_group(event.message)
+        async for events in cast(faust.Stream, stream).take_events(BATCH_MAX, BATCH_WITHIN_S):
+            for event in events:
+                with as_current(event):
+                    await pipeline.handle_group(event.message)
+            await settle()
 
     if follow_rules_from is not None:
         book = rulebook.RuleBook(rules)
@@ -810,6 +861,8 @@ def create_app(
             if book.rules != before:
                 evaluator.set_rules(list(book.rules.values()))
                 group_eval.set_rules(list(book.rules.values()))
+                # A group approved at runtime: its members' data must start flowing to it.
+                pipeline.group_routes = dict(routes(registry(list(book.rules.values()))))
                 log.info("rule %s: %s", verdict.rule_id, verdict.message)
 
         @app.task
@@ -886,13 +939,14 @@ async def check_topics(settings: Settings) -> int:
         data = [settings.topic(t) for t in ("books", "trades")]
         wanted = data + ([by_event] if by_event in existing else [])
         counts = {d["topic"]: len(d["partitions"]) for d in await client.describe_topics(wanted)}
-        if by_event not in existing:
-            # Created here, before Faust starts: when Faust creates it while subscribing, its
-            # assignor can miss it in stale metadata and the worker then sits idle (seen in the
-            # demo: "Ignoring missing topic").
-            books_parts = counts[settings.topic("books")]
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await client.create_topics([NewTopic(by_event, books_parts, 1)])
+        # The internal topics are created here, before Faust starts: when Faust creates one
+        # while subscribing, its assignor can miss it in stale metadata and the worker then
+        # never reads it (seen in the demo and under load: "Ignoring missing topic").
+        books_parts = counts[settings.topic("books")]
+        for internal in (by_event, group_topic(settings)):
+            if internal not in existing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await client.create_topics([NewTopic(internal, books_parts, 1)])
     finally:
         await client.close()
     books = counts[settings.topic("books")]
