@@ -152,6 +152,7 @@ def _market_of(r: Mapping[str, Any]) -> dict[str, Any]:
         "min_size": r.get("min_size", 1.0),
         "fee": {"model": r["fee_model"], "rate": r["fee_rate"], "exponent": r["fee_exponent"]},
         **{k: r.get(k) for k in ("strike_type", "floor_strike", "cap_strike", "winning_token_id")},
+        "rules_text": r.get("rules_text"),  # Kalshi deadline claims read it (kalshi_claims)
         "updated_ms": _ms(r.get("updated")) or 0,
     }
 

@@ -9,16 +9,19 @@ delivered before its table writes are applied (at least once, deterministic ids)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from marketpulse.codec import Codec
-from marketpulse.errors import BadMessage
-from marketpulse.rules import RuleDef, cross_market, hedge, logical, propositions
+from marketpulse.errors import BadMessage, ConfigError
+from marketpulse.rules import RuleDef, cross_market, hedge, kalshi_claims, logical, propositions
 from marketpulse.rules.complete_set import OpportunityTracker
 from marketpulse.rules.params import CrossMarketParams, LogicalParams, PairParams
+
+log = logging.getLogger(__name__)
 
 Table = MutableMapping[str, Any]
 Write = tuple[Table, str, Any]
@@ -29,11 +32,18 @@ def rules_of(rules: Sequence[RuleDef]) -> list[RuleDef]:
 
 
 def registry(rules: Sequence[RuleDef]) -> dict[str, cross_market.Group]:
-    """The groups of every enabled cross_market rule's registry file (merged by id)."""
+    """The groups of every enabled cross_market rule: its registry file's, then the groups
+    approved after review that the rule carries (`params.groups`, published to the rules topic
+    by `marketpulse groups approve`), which replace a file group of the same id."""
     groups: dict[str, cross_market.Group] = {}
     for rule in rules_of(rules):
-        path = rule.params_as(CrossMarketParams).groups_file
-        groups.update(cross_market.load_groups(Path(path) if path else None))
+        params = rule.params_as(CrossMarketParams)
+        groups.update(
+            cross_market.load_groups(Path(params.groups_file) if params.groups_file else None)
+        )
+        for item in params.groups:
+            group = cross_market.Group.model_validate(item)
+            groups[group.group_id] = group
     return groups
 
 
@@ -50,10 +60,18 @@ def proposition_rules(rules: Sequence[RuleDef]) -> list[RuleDef]:
 
 
 def claim_of(market: Mapping[str, Any], rules: Sequence[RuleDef]) -> logical.Claim | None:
-    """The claim of a Polymarket question confident enough for every proposition rule."""
-    if not rules or market.get("venue") != "polymarket":
+    """The claim of a Polymarket question, or the deadline claim of a Kalshi market
+    (`kalshi_claims`: term structure across the events of a series), confident enough for
+    every proposition rule."""
+    if not rules:
         return None
-    parsed = propositions.parse(market)
+    venue = market.get("venue")
+    if venue == "polymarket":
+        parsed = propositions.parse(market)
+    elif venue == "kalshi":
+        parsed = kalshi_claims.parse_deadline(market)
+    else:
+        return None
     if parsed is None or parsed.claim is None:
         return None
     bar = max(r.params_as(LogicalParams).min_confidence for r in rules)
@@ -63,6 +81,23 @@ def claim_of(market: Mapping[str, Any], rules: Sequence[RuleDef]) -> logical.Cla
 def proposition_key(claim: logical.Claim) -> str:
     """Claims that may imply one another share this key (same underlying and kind)."""
     return f"{PROP_PREFIX}{claim.underlying}|{claim.kind}"
+
+
+def proposition_hedges(claims: Sequence[logical.Claim]) -> list[hedge.Hedge]:
+    """Hedges of a proposition group, less those between two Kalshi markets of one event at
+    one date: the event's strike ladder (first stage) already compares them."""
+    by_id = {c.market_id: c for c in claims}
+
+    def ladder_of_one_event(h: hedge.Hedge) -> bool:
+        a, b = (by_id[market_id] for market_id, _ in h.tokens)
+        return (
+            a.event_key == b.event_key
+            and a.date_ms == b.date_ms
+            and a.source.startswith("kalshi:")
+            and b.source.startswith("kalshi:")
+        )
+
+    return [h for h in logical.hedges(claims) if not ladder_of_one_event(h)]
 
 
 def routes(groups: Mapping[str, cross_market.Group]) -> dict[str, list[str]]:
@@ -91,15 +126,22 @@ class GroupEvaluator:
         books: Table,
         trackers: Table,
     ) -> None:
-        self.set_rules(rules)
         self.groups = dict(groups)
+        self.set_rules(rules, refresh_groups=False)
         self.markets = markets  # group id -> {market id: market}
         self.books = books  # group id|token id -> book
         self.trackers = trackers  # group id -> {rule id: tracker state}
 
-    def set_rules(self, rules: Sequence[RuleDef]) -> None:
+    def set_rules(self, rules: Sequence[RuleDef], *, refresh_groups: bool = True) -> None:
+        """Put a rule set in force; the registry follows it (a group approved at runtime is
+        compared from its members' next forwarded records on)."""
         self.rules = rules_of(rules)
         self.proposition_rules = proposition_rules(rules)
+        if refresh_groups:
+            try:
+                self.groups = registry(rules)
+            except ConfigError as exc:  # e.g. the registry file edited badly since the start
+                log.warning("registry unchanged: %s", exc)
 
     def on_record(
         self, group_id: str, kind: str, record: Mapping[str, Any]
@@ -146,7 +188,7 @@ class GroupEvaluator:
             touched = record["market_id"]
         if is_prop:
             claims = [logical.Claim(**m["claim"]) for m in markets.values() if "claim" in m]
-            hedges = logical.hedges(claims)
+            hedges = proposition_hedges(claims)
         else:
             assert group is not None
             hedges = cross_market.hedges(group, markets)

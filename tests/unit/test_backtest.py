@@ -90,7 +90,9 @@ def test_cli_writes_hits_and_summary(rules_file: Path, tmp_path: Path) -> None:
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["rules"]["complete_set"]["hits"] == 1
     rows = list(csv.DictReader((out / "hits.csv").open()))
-    assert len(rows) == 14 and {r["rule_id"] for r in rows} >= {"cross_market", "logical"}
+    # Every injected case, plus the complete set's realised resolution (an endgame signal).
+    assert len(rows) == len(cases().expected) + 1
+    assert {r["rule_id"] for r in rows} >= {"cross_market", "logical"}
     assert json.loads((out / "summary.json").read_text())["inputs"] == summary["inputs"]
 
 
@@ -113,7 +115,7 @@ def test_cli_parquet(rules_file: Path, tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert pq.read_table(tmp_path / "hits.parquet").num_rows == 13
+    assert pq.read_table(tmp_path / "hits.parquet").num_rows == len(cases().expected)
 
 
 @pytest.mark.parametrize(

@@ -81,4 +81,4 @@ def test_publish_dry_run_lists_the_definitions() -> None:
     res = CliRunner().invoke(main, ["rules", "publish", "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "complete_set v1 (complete_set, on)" in res.output
-    assert "spike v1 (spike, off)" in res.output
+    assert "spike v2 (spike, on)" in res.output

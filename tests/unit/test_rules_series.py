@@ -42,7 +42,7 @@ def test_push_bounds_samples() -> None:
 def test_spike_fires_at_the_move_threshold_with_the_momentum_leg() -> None:
     sig = run_spike(tick(30_000, 0.55, 0.57), base=0.51)  # mid 0.56: +0.05
     assert sig is not None
-    assert sig["rule_id"] == "spike" and sig["rule_version"] == 1
+    assert sig["rule_id"] == "spike" and sig["rule_version"] == 2  # defaults.yaml
     assert sig["subject"] == "pm:m1" and sig["edge_bps"] == pytest.approx(500)
     (lg,) = sig["legs"]
     assert lg["side"] == "BUY" and lg["price"] == 0.57 and lg["size"] == 500

@@ -7,9 +7,9 @@ milliseconds.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,6 +123,19 @@ class CrossMarketParams(PairParams):
     groups_file: str | None = Field(
         None, description="Registry YAML; the packaged rules/groups.yaml when unset."
     )
+    groups: tuple[dict[str, Any], ...] = Field(
+        (),
+        description="Groups approved after review (`marketpulse groups approve`), published "
+        "with the rule to the rules topic; merged over the file's, by group id.",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _valid_groups(cls, groups: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        # Imported here: cross_market imports the rules package, which imports this module.
+        from marketpulse.rules.cross_market import Group
+
+        return tuple(Group.model_validate(g).model_dump(mode="json") for g in groups)
 
 
 class LogicalParams(PairParams):

@@ -51,7 +51,7 @@ Injected opportunities (the ground truth; ``opportunities()`` returns them)
     A. b ..           every leg (and, for multi-outcome events, every NO token of the event) gets
                       a *widened* book: top ask ≥ leg price + gap where
                       gap = 1 - Σ leg prices + 0.03, NO asks ≥ 1.02 - that market's leg price,
-                      YES top bid ≤ leg price - 0.01. Still no opportunity anywhere.
+                      YES top bid ≤ leg price - 0.04. Still no opportunity anywhere.
     B. then           each leg in turn gets the same book with an extra top ask level
                       ``(leg price, depth)``. The opportunity exists from the *last* of these
                       updates: ``start_index``, whose ``ts_ms`` is ``start_ms``.
@@ -67,7 +67,20 @@ Injected opportunities (the ground truth; ``opportunities()`` returns them)
   is ``1 - Σ p - Σ fee(p)`` with ``fee(p) = rate · (p·(1-p))^exponent`` (0 for model "none").
   Those windows are the *only* times an exclusive, non-augmented set's asks sum below 1.
   No book of the host event is published between ``start_index`` and ``end_index``, so a rule
-  evaluated on every book sees each opportunity appear once, at ``start_index``.
+  evaluated on every book sees each opportunity appear once, at ``start_index``. The legs'
+  bids stay 4 ticks below the cheap ask: a cheap resting ask is an arbitrage, not a price move,
+  and the tick rules (spike, trend: books at most 3 ticks wide) must not read it as one.
+
+News moves (from the fourth window on; ``news()`` returns them)
+  ``NEWS_OFFSET`` updates after such a window's begin (after its phase D, before the next
+  window), one binary market other than the binary host reprices: 6 times in turn its NO
+  then its YES book is published, the YES mid moving 2 ticks toward 0.50 each time (12 in
+  all, within 0.6 s of event time), on a YES book exactly 3 ticks wide (bid mid - 1, ask
+  mid + 2) with 500 shares at both tops; its fair value follows. YES + NO stays within the
+  pair band, so its asks still sum to ≥ 1.03 and its bids to ≤ 0.98: no complete set. These
+  are the only books of the stream at most 3 ticks wide outside the injected legs, hence the
+  only place the tick rules fire (once per move for spike). The first cycle (what
+  ``n_updates_until_all_done`` covers) has none.
 """
 
 from __future__ import annotations
@@ -102,12 +115,24 @@ AUGMENTED_BAND = (70, 85)  # Σ YES mids of the augmented event (rest = implicit
 LADDER_MAX_SUM = 80  # Σ YES mids of the ladder, so its YES asks always sum below 1
 LADDER_GAP = 3  # ticks between consecutive ladder strikes' mids
 
+# News moves: from the second injection cycle on, NEWS_OFFSET updates after each window's
+# begin, one binary (never the binary host) reprices by NEWS_STEPS x NEWS_STEP ticks.
+NEWS_FROM_WINDOW = 3
+NEWS_OFFSET = 300
+NEWS_STEPS = 6
+NEWS_STEP = 2
+NEWS_SIZE = 500.0  # shares at each side's top level during the move (a liquid book)
+
 FIRST_WINDOW = 300
 WINDOW_UPDATES = 200
 WINDOW_PERIOD = 500
 GAP_SAFETY = 3  # ticks above 1 that any partial set of injected legs keeps
 NO_SAFETY = 2  # ticks above 1 of a market's YES + NO asks while its YES leg is cheap
-MIN_LEG = 3  # ticks; leaves room for a bid below the cheap ask
+# A leg's top bid stays this many ticks below its cheap ask: an injected opportunity is a cheap
+# resting ask, not a price move, so its book is wider than what the tick rules (spike, trend)
+# call liquid (3 ticks) and they stay silent on it; the complete-set signals stay the only ones.
+LEG_BID_GAP = 4
+MIN_LEG = LEG_BID_GAP + 1  # ticks; leaves room for a bid below the cheap ask
 
 POLYMARKET_FEE: dict[str, Any] = {"model": "polymarket", "rate": 0.02, "exponent": 1.0}
 NO_FEE: dict[str, Any] = {"model": "none", "rate": 0.0, "exponent": 1.0}
@@ -179,6 +204,20 @@ class _Window:
     start_index: int
     end_index: int
     done_index: int  # first update after phase D
+    news_index: int | None = None  # a news move starts here (after phase D), if any
+
+
+@dataclass(frozen=True)
+class News:
+    """Ground truth of one news move (see the module doc): a binary market's YES repriced by
+    ``move`` ticks within ``end_index - start_index`` updates, on a book at most 3 ticks wide."""
+
+    market_id: str
+    token_id: str
+    start_index: int
+    end_index: int  # first update after the move
+    from_price: float  # YES mid before, and after the move (probability)
+    to_price: float
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +367,10 @@ class _Layout:
                 "multi4": self.events[host4],
                 "binary": self.events[n_events + host_bin],
             }
+        # Binaries that carry news moves: every binary but the injection host.
+        self.news = [
+            e for e in self.events[n_events : n_events + n_binaries] if e not in self.hosts.values()
+        ]
         for event in self.events:
             _init_mids(event)
         self.tokens = [t for e in self.events for t in e.tokens]
@@ -433,6 +476,7 @@ class _Sim:
         self.layout = _Layout(venue.seed, venue.n_events, venue.n_binaries, venue.inject)
         self.rng = random.Random(f"{venue.seed}:walk")
         self.opened: list[Opportunity] = []
+        self.news: list[News] = []
 
     # -- books -------------------------------------------------------------------------------
 
@@ -520,6 +564,41 @@ class _Sim:
                 tok.last_price = side[0][0] / TICKS
         return self._emit(tok, i)
 
+    # -- news moves --------------------------------------------------------------------------
+
+    def _news(self, window: _Window) -> Iterator[tuple[Record, Record]]:
+        """One binary's YES repriced NEWS_STEPS x NEWS_STEP ticks toward the middle, one book
+        per update (its NO, then its YES, in turn, so the pair band holds); the YES book is 3
+        ticks wide with NEWS_SIZE at both tops. The fair value follows the move, so the walk
+        does not undo it."""
+        assert window.news_index is not None
+        pool = self.layout.news
+        market = pool[(window.begin // WINDOW_PERIOD) % len(pool)].markets[0]
+        yes, no = market.yes, market.no
+        up = 1 if yes.mid < TICKS // 2 else -1
+        before, i = yes.mid, window.news_index
+        for _ in range(NEWS_STEPS):
+            for tok in (no, yes):
+                lo, hi = self._allowed(tok)
+                step = NEWS_STEP * (up if tok is yes else -up)
+                tok.mid = max(lo, min(hi, tok.mid + step))
+            self._book_levels(no)
+            yield self._emit(no, i)
+            bids = self._ladder_side(yes.mid - 1, -1)
+            asks = self._ladder_side(yes.mid + 2, +1)
+            yes.levels = (
+                [(bids[0][0], NEWS_SIZE), *bids[1:]],
+                [(asks[0][0], NEWS_SIZE), *asks[1:]],
+            )
+            yield self._emit(yes, i + 1)
+            i += 2
+        p = yes.mid / TICKS
+        bound = LOGIT_BOUND["binary"]
+        yes.event.logits[0] = max(-bound, min(bound, math.log(p / (1.0 - p))))
+        self.news.append(
+            News(market.market_id, yes.token_id, window.news_index, i, before / TICKS, p)
+        )
+
     # -- injected windows --------------------------------------------------------------------
 
     def _legs(self, kind: _Kind) -> list[_Token]:
@@ -541,7 +620,7 @@ class _Sim:
         for tok in event.tokens:
             if tok.token_id in price_of:
                 leg = price_of[tok.token_id]
-                self._book_levels(tok, ask_floor=leg + gap, bid_cap=leg - 1)
+                self._book_levels(tok, ask_floor=leg + gap, bid_cap=leg - LEG_BID_GAP)
             else:  # NO token of a YES leg's market: its YES+NO must stay above 1
                 leg = price_of[tok.token_id.removesuffix("-no") + "-yes"]
                 self._book_levels(tok, ask_floor=TICKS + NO_SAFETY - leg)
@@ -595,6 +674,13 @@ class _Sim:
                 yield self._emit(tok, i)
                 i += 1
             legs[0].event.frozen = False
+            if window.news_index is not None:
+                while i < window.news_index:
+                    yield self._random_step(i)
+                    i += 1
+                for out in self._news(window):
+                    yield out
+                    i += 1
         while True:
             yield self._random_step(i)
             i += 1
@@ -690,7 +776,8 @@ class MockVenue:
             begin = first + k * WINDOW_PERIOD
             end = begin + WINDOW_UPDATES
             start = begin + n_widened + n_legs - 1
-            yield _Window(kind, begin, start, end, end + n_legs + n_widened)
+            news = begin + NEWS_OFFSET if k >= NEWS_FROM_WINDOW and self._layout.news else None
+            yield _Window(kind, begin, start, end, end + n_legs + n_widened, news)
 
     def n_updates_until_all_done(self) -> int:
         """Updates that cover the first three windows completely (books back to normal)."""
@@ -702,6 +789,13 @@ class MockVenue:
         """How many injected opportunities became visible within the first ``n_updates``."""
         visible = itertools.takewhile(lambda w: w.start_index < n_updates, self.windows())
         return sum(1 for _ in visible)
+
+    def news(self, n_updates: int) -> list[News]:
+        """Ground truth: the news moves begun within the first ``n_updates`` updates."""
+        sim = _Sim(self)
+        for _ in itertools.islice(sim.stream(), n_updates):
+            pass  # the moved market and its prices depend on the walk so far: replay it
+        return [n for n in sim.news if n.start_index < n_updates]
 
     def opportunities(self, n_updates: int | None = None) -> list[Opportunity]:
         """Ground truth: the opportunities visible within the first ``n_updates`` updates

@@ -201,6 +201,26 @@ def cases(start_ms: int = 1_767_225_600_000) -> Cases:  # one case per block
         _book("pm:ts30:y", "pm:TS30", t0 + 7_001, 1, asks=[(0.50, 80)]),
     ]
     c.expected.append(("logical", "pm:ts15", "term"))
+
+    # Kalshi term structure across two events of one series (deadline title and rules):
+    # "by Oct 31" YES bid 0.60 > "by Dec 31" YES ask 0.45 (1 - its NO bid 0.55).
+    for month, day, nxt in (("OCT", 31, "Nov 1"), ("DEC", 31, "Jan 1")):
+        mid = f"ks:KXGPT5-25{month}"
+        c.markets.append(
+            _market(
+                mid,
+                f"ks:KXGPT5-25{month}",
+                t0,
+                end_ms=t0 + 48 * H,
+                question=f"Will OpenAI release GPT-5 by {month.title()} {day}, 2025?",
+                rules_text=f"If OpenAI releases GPT-5 before {nxt}, the market resolves to Yes.",
+            )
+        )
+    c.books += [
+        _book("ks:KXGPT5-25OCT:y", "ks:KXGPT5-25OCT", t0 + 8_000, 1, bids=[(0.60, 30)]),
+        _book("ks:KXGPT5-25DEC:n", "ks:KXGPT5-25DEC", t0 + 8_001, 1, bids=[(0.55, 30)]),
+    ]
+    c.expected.append(("logical", "ks:KXGPT5-25OCT", "term"))
     return c
 
 
