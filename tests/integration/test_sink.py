@@ -256,6 +256,11 @@ class FlakyWarehouse:
             raise ConnectionError("injected: warehouse unreachable")
         self._inner.insert(*args, **kwargs)
 
+    def insert_avro(self, *args: Any, **kwargs: Any) -> None:
+        if self.failing:
+            raise ConnectionError("injected: warehouse unreachable")
+        self._inner.insert_avro(*args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 

@@ -89,20 +89,37 @@ def test_a_database_name_is_never_formatted_into_sql(tmp_path: Path) -> None:
 # ---- migrations ----------------------------------------------------------------------------
 
 
-ROLLUPS = {"markets_history", "candles_1m", "rule_kpi_daily", "ingest_lag_1m"}
+ROLLUPS = {
+    "markets_history",
+    "candles_1m",
+    "rule_kpi_daily",
+    "ingest_lag_1m",
+    "positions_history",
+    "signal_kpi",
+}
 VIEWS = {
     "markets_history_mv",
     "candles_1m_ticks_mv",
     "candles_1m_trades_mv",
     "rule_kpi_daily_mv",
     "ingest_lag_1m_mv",
+    "positions_history_mv",
+    "intent_state",
+    "intent_fills",
+    "ticks_avro_mv",
+    "books_avro_mv",
+    "trades_avro_mv",
+    "signals_avro_mv",
+    "signal_kpi_mv",
+    "rule_kpi_daily_realised",
 }
 
 
 def test_migrations_apply_once_and_create_every_table(wh: Warehouse) -> None:
-    assert [m.version for m in wh.migrate()] == [1, 2]
+    versions = [m.version for m in load_migrations()]
+    assert [m.version for m in wh.migrate()] == versions
     assert wh.migrate() == []  # idempotent
-    assert count(wh, "schema_migrations", final=True) == 2
+    assert count(wh, "schema_migrations", final=True) == len(versions)
     for table in TABLES.values():
         described = {r["name"] for r in wh.query(f"DESCRIBE TABLE {table.name}")}
         assert set(table.columns) | {"_inserted"} == described, table.name
@@ -123,9 +140,38 @@ def test_upgrading_a_0001_warehouse_backfills_the_rollups(wh: Warehouse) -> None
     wh.migrate([first])
     insert_ticks(wh, range(0, 10), token=None)
     applied = wh.migrate()
-    assert [m.version for m in applied] == [2]
+    assert applied[0].version == 2
     got = wh.query("SELECT uniqExactMerge(ticks) AS n FROM candles_1m")[0]["n"]
     assert got == 10
+
+
+def test_upgrading_intents_to_v2_keeps_old_rows_and_can_be_rerun(wh: Warehouse) -> None:
+    # A warehouse at 0002 holding a v1 intent: 0003 adds the v2 columns (seq joins the sorting
+    # key) and the views read the old row with defaults. DDL is not transactional, so every
+    # statement of 0003 must also survive running again after a crash mid-migration.
+    migrations = load_migrations()
+    wh.migrate(migrations[:2])
+    v1 = ("in1", "sig1", "suggested", T0, "", "[]", 5.0, "paper", 0, 7)
+    wh.insert("intents", [v1], (*TABLES["intents"].columns[:8], "_partition", "_offset"))
+    assert [m.version for m in wh.migrate(migrations[:3])] == [3]
+    for statement in migrations[2].statements():
+        wh.command(statement)
+    state = wh.query("SELECT intent_id, seq, status, approval, expires FROM intent_state")
+    assert state == [
+        {
+            "intent_id": "in1",
+            "seq": 0,
+            "status": "suggested",
+            "approval": "semi_auto",
+            "expires": None,
+        }
+    ]
+    assert (
+        "seq"
+        in wh.query(
+            "SELECT sorting_key FROM system.tables WHERE database = 't' AND name = 'intents'"
+        )[0]["sorting_key"]
+    )
 
 
 def test_tables_land_in_the_configured_database(wh: Warehouse) -> None:
@@ -134,7 +180,8 @@ def test_tables_land_in_the_configured_database(wh: Warehouse) -> None:
         "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name",
         {"db": "t"},
     )
-    expected = {t.name for t in TABLES.values()} | ROLLUPS | VIEWS | {"schema_migrations"}
+    landing = {t.landing for t in TABLES.values() if t.landing}
+    expected = {t.name for t in TABLES.values()} | landing | ROLLUPS | VIEWS | {"schema_migrations"}
     assert {r["name"] for r in rows} == expected
 
 

@@ -104,8 +104,9 @@ DEAD = {
 }
 
 
-# Raw frames (audit), configuration (rules) and process state (alerts) have no table.
-NOT_SINKED = {"raw", "rules", "alerts_state"}
+# Raw frames (audit), configuration (rules), process state (alerts) and requests to the execution
+# stage (their effects land as intent events, with the actor) have no table.
+NOT_SINKED = {"raw", "rules", "alerts_state", "intent_commands"}
 
 
 def test_every_sinked_topic_has_a_table_and_raw_and_rules_are_not_sinked() -> None:
@@ -159,6 +160,66 @@ def test_intent() -> None:
     row = mapped("intents", INTENT)
     assert (row["status"], row["mode"], row["reason"]) == ("suggested", "paper", "")
     assert json.loads(row["legs_json"]) == LEGS
+    assert (row["seq"], row["approval"], row["expires"]) == (0, "semi_auto", None)
+    assert row["check_names"] == [] and row["fill_prices"] == []
+
+
+FILL = {
+    "market_id": "pm:0xabc",
+    "token_id": "t1",
+    "side": "buy",
+    "price": 0.49,
+    "size": 10.0,
+    "fee": 0.07,
+    "levels": 2,
+    "book_ts_ms": T0 - 5,
+}
+CHECKS = [
+    {"name": "max_notional", "passed": True, "value": 5.0, "limit": 100.0},
+    {"name": "min_edge", "passed": False, "value": 20.0, "limit": 50.0, "detail": "thin"},
+]
+
+
+def test_intent_v2_spreads_checks_and_fills_into_parallel_arrays() -> None:
+    legs = [*LEGS, {**LEGS[0], "token_id": "t2"}, {**LEGS[0], "market_id": "pm:0xdef"}]
+    intent = {**INTENT, "seq": 3, "status": "filled", "legs": legs, "checks": CHECKS}
+    row = mapped("intents", {**intent, "fills": [FILL], "expires_ms": T0 + 60_000})
+    assert row["seq"] == 3 and row["expires"] == T0 + 60_000
+    assert row["market_ids"] == ["pm:0xabc", "pm:0xdef"]  # distinct, in leg order
+    assert row["check_names"] == ["max_notional", "min_edge"]
+    assert row["check_passed"] == [True, False]
+    assert (row["check_values"], row["check_limits"]) == ([5.0, 20.0], [100.0, 50.0])
+    assert row["check_details"] == ["", "thin"]
+    assert (row["fill_token_ids"], row["fill_prices"]) == (["t1"], [0.49])
+    assert row["fill_sizes"] == [10.0]
+    assert (row["fill_fees"], row["fill_levels"], row["fill_book_ts"]) == ([0.07], [2], [T0 - 5])
+
+
+def test_intent_with_a_negative_seq_is_a_bad_message() -> None:
+    with pytest.raises(BadMessage, match="seq=-1"):
+        mapped("intents", {**INTENT, "seq": -1})
+
+
+def test_position_keeps_a_missing_mark_as_null() -> None:
+    position = {
+        "position_id": "complete_set|t1",
+        "rule_id": "complete_set",
+        "venue": "polymarket",
+        "event_key": "pm:ev1",
+        "market_id": "pm:0xabc",
+        "token_id": "t1",
+        "size": -10.0,
+        "avg_price": 0.49,
+        "cost": -4.83,
+        "fees": 0.07,
+        "realised_pnl": 0.0,
+        "unrealised_pnl": -0.2,
+        "status": "open",
+        "ts_ms": T0,
+    }
+    row = mapped("positions", position)
+    assert (row["position_id"], row["size"], row["mark_price"]) == ("complete_set|t1", -10.0, None)
+    assert (row["ts"], row["status"], row["_offset"]) == (T0, "open", 41)
 
 
 def test_review_item_fills_defaults() -> None:

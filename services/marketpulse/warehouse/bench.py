@@ -2,7 +2,11 @@
 
 - `bench_sink`: sink rows/s per topic into chDB (Kafka fetch, decode, map, batch, insert,
   commit), next to a bare clickhouse-connect insert of the same rows into the same tables (with
-  the same materialized views) in the same run; `ratio` = sink / bare (target >= 0.8).
+  the same materialized views) in the same run; `ratio` = sink / bare (target >= 0.8). The
+  sink's time excludes only what it spent idle waiting for its last, partial batches' time limit
+  (a finite backlog pays it once, a busy stream never); `ratio_with_wait` keeps it in. Both are
+  measured `rounds` times, alternating, and each keeps its best round: on a shared machine the
+  other processes' noise only ever slows a round down.
 - `bench_api`: API latency p50/p99 of the main queries over 1,000,000 ticks and 100,000
   signals generated directly into chDB (targets: p99 <= 100 ms for lists, <= 300 ms for the
   market drilldown).
@@ -32,7 +36,7 @@ from marketpulse.warehouse.sink import TABLES, Sink, to_row
 
 T = TypeVar("T")
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-ROLLUPS = ("markets_history", "candles_1m", "rule_kpi_daily", "ingest_lag_1m")
+ROLLUPS = ("markets_history", "candles_1m", "rule_kpi_daily", "ingest_lag_1m", "signal_kpi")
 SINK_TOPICS = ("ticks", "books", "trades", "signals")
 
 
@@ -99,15 +103,15 @@ def _signal(i: int, tick: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_sink(
-    bootstrap: str, home: Path, updates: int = 30_000, batch_ms: int = 500
+    bootstrap: str, home: Path, updates: int = 30_000, batch_ms: int = 500, rounds: int = 3
 ) -> dict[str, Any]:
-    """Sink vs bare insert rows/s per topic; see the module docstring. The sink's time includes
-    its last, partial batch of each partition, sealed `batch_ms` after it opened: a finite
-    backlog pays that once, a steady stream never waits for it."""
-    return _run(_bench_sink(bootstrap, home, updates, batch_ms))
+    """Sink vs bare insert rows/s per topic; see the module docstring."""
+    return _run(_bench_sink(bootstrap, home, updates, batch_ms, rounds))
 
 
-async def _bench_sink(bootstrap: str, home: Path, updates: int, batch_ms: int) -> dict[str, Any]:
+async def _bench_sink(
+    bootstrap: str, home: Path, updates: int, batch_ms: int, rounds: int
+) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka_bootstrap=bootstrap,
@@ -124,9 +128,10 @@ async def _bench_sink(bootstrap: str, home: Path, updates: int, batch_ms: int) -
         wh.migrate()
         results = {}
         for topic_id in SINK_TOPICS:
-            results[topic_id] = await _one_topic(settings, wh, topic_id, messages[topic_id])
+            results[topic_id] = await _one_topic(settings, wh, topic_id, messages[topic_id], rounds)
         return {
             "rows": {t: len(m) for t, m in messages.items()},
+            "rounds": rounds,
             "batch_rows": settings.sink_batch_rows,
             "batch_ms": settings.sink_batch_ms,
             "per_topic": results,
@@ -150,20 +155,36 @@ async def _produce(settings: Settings, messages: dict[str, list[tuple[bytes, byt
 
 
 async def _one_topic(
-    settings: Settings, wh: Warehouse, topic_id: str, messages: list[tuple[bytes, bytes]]
+    settings: Settings,
+    wh: Warehouse,
+    topic_id: str,
+    messages: list[tuple[bytes, bytes]],
+    rounds: int,
 ) -> dict[str, Any]:
     table = TABLES[topic_id]
     cdc = codec()
     rows = [to_row(table, cdc, value, 0, n) for n, (_, value) in enumerate(messages)]
-    bare_s = await asyncio.to_thread(_bare_insert, wh, table.name, table.columns, rows, settings)
-    _truncate(wh)
-    sink_s = await _sink_once(settings, wh, topic_id)
-    sink_rps, bare_rps = len(rows) / sink_s, len(rows) / bare_s
-    _truncate(wh)
+    bare: list[float] = []
+    sink: list[tuple[float, float]] = []  # (seconds, of which idle waiting for the timer)
+    for _ in range(rounds):
+        bare.append(
+            await asyncio.to_thread(_bare_insert, wh, table.name, table.columns, rows, settings)
+        )
+        _truncate(wh)
+        sink.append(await _sink_once(settings, wh, topic_id))
+        stored = wh.query(f"SELECT count() AS n FROM {table.name}")[0]["n"]
+        if stored != len(rows):
+            raise RuntimeError(f"the sink stored {stored} of {len(rows)} {table.name} rows")
+        _truncate(wh)
+    bare_rps = len(rows) / min(bare)
+    sink_rps = len(rows) / min(s - waited for s, waited in sink)
+    with_wait_rps = len(rows) / min(s for s, _ in sink)
     return {
         "sink_rows_per_s": round(sink_rps),
         "bare_insert_rows_per_s": round(bare_rps),
         "ratio": round(sink_rps / bare_rps, 3),
+        "timer_wait_s": round(min(w for _, w in sink), 3),
+        "ratio_with_wait": round(with_wait_rps / bare_rps, 3),
     }
 
 
@@ -183,8 +204,9 @@ def _truncate(wh: Warehouse) -> None:
         wh.command(f"TRUNCATE TABLE IF EXISTS {name}")
 
 
-async def _sink_once(settings: Settings, wh: Warehouse, topic_id: str) -> float:
-    """Seconds from the sink's first fetched message to its last commit of `topic_id`."""
+async def _sink_once(settings: Settings, wh: Warehouse, topic_id: str) -> tuple[float, float]:
+    """Seconds from the sink's first fetched message to its last commit of `topic_id`, and
+    how many of them it sat idle waiting for a batch's time limit."""
     group = settings.model_copy(update={"sink_group": f"wbench-{topic_id}-{uuid.uuid4().hex[:6]}"})
     sink = Sink(group, wh, topic_ids=[topic_id])
     stop = asyncio.Event()
@@ -195,7 +217,7 @@ async def _sink_once(settings: Settings, wh: Warehouse, topic_id: str) -> float:
         stop.set()
         await asyncio.wait_for(task, 60)
     assert sink.first_fetch is not None and sink.last_commit is not None
-    return sink.last_commit - sink.first_fetch
+    return sink.last_commit - sink.first_fetch, sink.timer_wait_s
 
 
 async def _caught_up(settings: Settings, topic_id: str, task: asyncio.Task[None]) -> None:

@@ -168,16 +168,19 @@ class Warehouse:
         """Insert row-oriented data. With a `token`, ClickHouse drops a repeat of the same
         token+data (tables set non_replicated_deduplication_window), so a retried or
         redelivered batch adds nothing."""
-        settings: dict[str, Any] | None = None
-        if token:
-            # The views' inserts of a dropped block are dropped too (they would count it twice
-            # otherwise); the rollups are idempotent anyway, this just saves their work.
-            settings = {
-                "insert_deduplication_token": token,
-                "deduplicate_blocks_in_dependent_materialized_views": 1,
-            }
         with self._lock:
-            self._client.insert(table, rows, column_names=list(columns), settings=settings)
+            self._client.insert(
+                table, rows, column_names=list(columns), settings=_dedup_settings(token)
+            )
+
+    def insert_avro(self, table: str, container: bytes, token: str | None = None) -> None:
+        """Insert an Avro object container file (`FORMAT Avro`: ClickHouse decodes it, fields
+        matched to columns by name), deduplicated by `token` as `insert` is. The same
+        clickhouse-connect call serves chDB (from a temporary file) and a server (HTTP body)."""
+        with self._lock:
+            self._client.raw_insert(
+                table, insert_block=container, fmt="Avro", settings=_dedup_settings(token)
+            )
 
     def missing_columns(self, expected: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
         """Per table, the columns of `expected` the warehouse lacks (a table that does not exist
@@ -264,6 +267,17 @@ class Warehouse:
             log.info("applied migration %04d_%s to %s", mig.version, mig.name, self.database)
             done.append(mig)
         return done
+
+
+def _dedup_settings(token: str | None) -> dict[str, Any] | None:
+    if not token:
+        return None
+    # The views' inserts of a dropped block are dropped too (they would count it twice
+    # otherwise; the landing tables' views are the only writers of their tables).
+    return {
+        "insert_deduplication_token": token,
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+    }
 
 
 SERVER_DEFAULT_PORTS = {"http": 8123, "https": 8443}

@@ -5,11 +5,19 @@ A batch covers a contiguous offset range of one partition and is inserted with t
 `topic:partition:first-last`, so a retried or redelivered batch is dropped by ClickHouse;
 batches end on offsets aligned to `sink_batch_rows`, so a redelivery after a crash cuts the
 same full batches again. Where boundaries still differ (a batch closed early by time), the
-tables' ReplacingMergeTree on natural keys + FINAL keeps counts exact.
+tables' ReplacingMergeTree on natural keys + FINAL keeps counts exact; such timed batches of
+one table share one insert.
 
-The poll loop and the inserts run in separate tasks: a slow or failing warehouse never stops
-the consumer from polling (which would get it thrown out of the group); memory stays bounded
-by pausing the partitions instead."""
+The high-volume topics (ticks, books, trades, signals) skip decoding and mapping in Python:
+their messages go to ClickHouse as one Avro container per insert, into a landing table whose
+view maps them as the Python mapping does (`Table.landing`, `avro_block`, migration 0004).
+Python maps only a batch ClickHouse refuses, which is how a bad message still becomes a dead
+letter with its reason.
+
+The poll loop, the inserts and the commits run in separate tasks: a slow or failing warehouse
+never stops the consumer from polling (which would get it thrown out of the group), and the
+next insert never waits for the broker to acknowledge a commit; memory stays bounded by
+pausing the partitions instead."""
 
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ from marketpulse.errors import BadMessage
 from marketpulse.kafka import DeadLetters, producer
 from marketpulse.settings import Settings
 from marketpulse.warehouse import Warehouse, connect
+from marketpulse.warehouse.avro_block import Container
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +192,7 @@ def signal_row(r: Record) -> Row:
 
 
 def intent_row(r: Record) -> Row:
+    checks, fills = r["checks"], r["fills"]
     return (
         r["intent_id"],
         r["signal_id"],
@@ -192,6 +202,54 @@ def intent_row(r: Record) -> Row:
         _json(r["legs"]),
         r["notional"],
         r["mode"],
+        _uint(r["seq"], "seq", _MAX_UINT32),
+        r["approval"],
+        r["rule_id"],
+        r["level"],
+        r["subject"],
+        r["event_key"],
+        r["venue"],
+        list(dict.fromkeys(leg["market_id"] for leg in r["legs"])),  # distinct, in leg order
+        r["sizing"],
+        r["edge_bps"],
+        # Checks and fills as parallel arrays (migration 0003): SQL filters them unparsed.
+        [c["name"] for c in checks],
+        [c["passed"] for c in checks],
+        [c["value"] for c in checks],
+        [c["limit"] for c in checks],
+        [c["detail"] for c in checks],
+        [f["market_id"] for f in fills],
+        [f["token_id"] for f in fills],
+        [f["side"] for f in fills],
+        [f["price"] for f in fills],
+        [f["size"] for f in fills],
+        [f["fee"] for f in fills],
+        [_uint(f["levels"], "fill levels", _MAX_UINT32) for f in fills],
+        [_ms(f["book_ts_ms"], "fill book_ts_ms") for f in fills],
+        r["filled_size"],
+        r["fee"],
+        _ms(r["expires_ms"], "expires_ms") if r["expires_ms"] else None,  # 0 = never expires
+        r["actor"],
+    )
+
+
+def position_row(r: Record) -> Row:
+    return (
+        r["position_id"],
+        r["rule_id"],
+        r["venue"],
+        r["event_key"],
+        r["market_id"],
+        r["token_id"],
+        r["size"],
+        r["avg_price"],
+        r["cost"],
+        r["fees"],
+        r["realised_pnl"],
+        r["unrealised_pnl"],
+        r["mark_price"],
+        r["status"],
+        _ms(r["ts_ms"], "ts_ms"),
     )
 
 
@@ -224,12 +282,17 @@ def review_row(r: Record) -> Row:
 
 @dataclass(frozen=True)
 class Table:
-    """Where one topic goes: its table, its columns (in row order) and its mapping."""
+    """Where one topic goes: its table, its columns (in row order) and its mapping.
+
+    With a `landing` table (migration 0004), ClickHouse maps the messages itself: the sink
+    sends their Avro bodies unparsed, and `map` is only the fallback for a batch ClickHouse
+    refuses (and the reference the landing view must agree with)."""
 
     name: str
     topic_id: str
     fields: tuple[str, ...]
     map: Callable[[Record], Row]
+    landing: str | None = None
 
     @property
     def schema(self) -> str:
@@ -269,18 +332,21 @@ TABLES: dict[str, Table] = {
             "books",
             _cols(f"{_MARKET_DATA} ts recv seq bid_prices bid_sizes ask_prices ask_sizes hash"),
             book_row,
+            landing="books_avro",
         ),
         Table(
             "ticks",
             "ticks",
             _cols(f"{_MARKET_DATA} ts recv seq best_bid best_ask bid_size ask_size last_price mid"),
             tick_row,
+            landing="ticks_avro",
         ),
         Table(
             "trades",
             "trades",
             _cols(f"{_MARKET_DATA} trade_id ts recv price size side wallet tx_hash"),
             trade_row,
+            landing="trades_avro",
         ),
         Table(
             "signals",
@@ -290,12 +356,28 @@ TABLES: dict[str, Table] = {
                 trigger_recv edge_bps edge_score size notional legs_json evidence summary"""
             ),
             signal_row,
+            landing="signals_avro",
         ),
         Table(
             "intents",
             "intents",
-            _cols("intent_id signal_id status ts reason legs_json notional mode"),
+            _cols(
+                """intent_id signal_id status ts reason legs_json notional mode seq approval
+                rule_id level subject event_key venue market_ids sizing edge_bps check_names
+                check_passed check_values check_limits check_details fill_market_ids
+                fill_token_ids fill_sides fill_prices fill_sizes fill_fees fill_levels
+                fill_book_ts filled_size fee expires actor"""
+            ),
             intent_row,
+        ),
+        Table(
+            "positions",
+            "positions",
+            _cols(
+                """position_id rule_id venue event_key market_id token_id size avg_price cost
+                fees realised_pnl unrealised_pnl mark_price status ts"""
+            ),
+            position_row,
         ),
         Table(
             "review_items",
@@ -314,8 +396,14 @@ TABLES: dict[str, Table] = {
 
 
 def expected_columns() -> dict[str, tuple[str, ...]]:
-    """Table → the columns the sink writes into it (checked against the warehouse at start)."""
-    return {t.name: t.columns for t in TABLES.values()}
+    """Table → the columns the sink writes into it (checked against the warehouse at start),
+    landing tables included: their columns are the Avro schema's fields."""
+    out = {t.name: t.columns for t in TABLES.values()}
+    for t in TABLES.values():
+        if t.landing:
+            fields = CATALOG.schemas[t.schema].definition["fields"]
+            out[t.landing] = (*(f["name"] for f in fields), "_partition", "_offset")
+    return out
 
 
 def to_row(table: Table, cdc: Codec, value: bytes | None, partition: int, offset: int) -> Row:
@@ -344,6 +432,10 @@ class Batch:
     opened: float = field(default_factory=time.monotonic)
     last: int = -1
     rows: list[Row] = field(default_factory=list)
+    # Messages for the table's landing table, still Avro: (offset, key, value).
+    raw: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
+    held: int = 0  # rows + raw messages, as counted in the sink's held rows
+    timed: bool = False  # closed before its aligned end (time limit, stop, revoke)
     dropped: bool = False  # its partition was revoked: never commit it
 
     @property
@@ -389,6 +481,9 @@ class Sink:
         self._codec = cdc or codec()
         wanted = set(TABLES) if topic_ids is None else set(topic_ids)
         self._tables = {settings.topic(tid): t for tid, t in TABLES.items() if tid in wanted}
+        self._containers = {
+            topic: Container(t.schema) for topic, t in self._tables.items() if t.landing
+        }
         self._dlq_topic = settings.topic("dlq")
         self._consumer = consumer or self._new_consumer()
         self._producer = dlq_producer or producer(settings)
@@ -397,13 +492,17 @@ class Sink:
         self._batch_s = max(0.001, settings.sink_batch_ms / 1000)
         self._open: dict[TopicPartition, Batch] = {}
         self._sealed: deque[Batch] = deque()
-        self._inflight: Batch | None = None
+        self._inflight: list[Batch] = []  # the batches of the insert being written
+        self._committing: asyncio.Task[None] | None = None  # the latest commit, chained
         self._held = 0  # rows in memory, open + sealed + in flight
         self._changed = asyncio.Event()  # set whenever a batch is sealed or finishes
         self._give_up_at: float | None = None  # set on stop: inserts retry until then
-        # For benchmarks: when the first message arrived and the latest commit succeeded.
+        # For benchmarks: when the first message arrived and the latest commit succeeded, and
+        # how long the sink sat with nothing to do but wait for a batch's time limit.
         self.first_fetch: float | None = None
         self.last_commit: float | None = None
+        self.timer_wait_s = 0.0
+        self._last_busy = time.monotonic()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -414,6 +513,10 @@ class Sink:
             auto_offset_reset="earliest",
             # Faust may write signals/intents in transactions: never sink an aborted one.
             isolation_level="read_committed",
+            # A whole batch of a partition per fetch round trip (the default 1 MiB holds ~4,000
+            # books); a response stays capped by fetch_max_bytes, and a paused partition is
+            # not fetched at all.
+            max_partition_fetch_bytes=4 * 1024 * 1024,
         )
 
     # ---- the loop ----------------------------------------------------------------------
@@ -447,13 +550,18 @@ class Sink:
             for tp, messages in fetched.items():
                 await self.accept(tp, messages)
                 self._report_lag(tp, messages[-1].offset + 1)
+            if fetched:
+                self._last_busy = time.monotonic()
             self.seal_due(time.monotonic())
             self._backpressure()
+            # getmany() returns without suspending while the fetcher holds records: yield, so
+            # the flush task starts inserting a sealed batch while we keep consuming.
+            await asyncio.sleep(0)
 
     async def _shutdown(self, flusher: asyncio.Task[None]) -> None:
         """Graceful stop: flush what is held, commit it, then leave the group."""
         try:
-            self.seal(list(self._open))
+            self.seal(list(self._open), timed=True)
             self._give_up_at = time.monotonic() + self.stop_timeout_s
             if not flusher.done():
                 await self._wait_until(lambda: self.pending == 0, self.stop_timeout_s + 1)
@@ -462,9 +570,11 @@ class Sink:
                     "sink stopped with %d batch(es) uninserted (re-read on restart)", self.pending
                 )
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await flusher
+            for task in (flusher, self._committing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             await self._consumer.stop()
             await self._producer.stop()
 
@@ -480,17 +590,31 @@ class Sink:
 
     async def accept(self, tp: TopicPartition, messages: Iterable[ConsumerRecord]) -> None:
         """Decode and map each message into the open batch of its partition; a message that
-        cannot become a row goes to the dead-letter topic and still advances the batch."""
+        cannot become a row goes to the dead-letter topic and still advances the batch.
+
+        A table with a landing table takes the messages of its current schema version as they
+        are (ClickHouse decodes them); only the others are decoded here."""
         table = self._tables[tp.topic]
+        container = self._containers.get(tp.topic)
         for msg in messages:
+            if container is not None and container.accepts(msg.value):
+                self._add(tp, table, msg.offset, None, raw=(msg.offset, msg.key, msg.value))
+                continue
             try:
                 row: Row | None = to_row(table, self._codec, msg.value, msg.partition, msg.offset)
             except BadMessage as err:
-                await self._reject(tp, msg, err)
+                await self._reject(tp, msg.offset, msg.key, msg.value, err)
                 row = None
             self._add(tp, table, msg.offset, row)
 
-    async def _reject(self, tp: TopicPartition, msg: ConsumerRecord, err: BadMessage) -> None:
+    async def _reject(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        err: BadMessage,
+    ) -> None:
         if tp.topic == self._dlq_topic:
             # A dead letter that cannot be read is counted and logged, never dead-lettered:
             # that would loop forever.
@@ -499,20 +623,24 @@ class Sink:
                 "undecodable dead letter %s[%d]@%d skipped: %s",
                 tp.topic,
                 tp.partition,
-                msg.offset,
+                offset,
                 err,
             )
             return
         await self._dead.send(
-            tp.topic,
-            err,
-            partition=tp.partition,
-            offset=msg.offset,
-            key=msg.key,
-            payload=msg.value,
+            tp.topic, err, partition=tp.partition, offset=offset, key=key, payload=value
         )
 
-    def _add(self, tp: TopicPartition, table: Table, offset: int, row: Row | None) -> None:
+    def _add(
+        self,
+        tp: TopicPartition,
+        table: Table,
+        offset: int,
+        row: Row | None,
+        raw: tuple[int, bytes | None, bytes] | None = None,
+    ) -> None:
+        """Add a mapped `row`, or a `raw` message for the landing table, or neither (a dead
+        letter: only the offset range grows)."""
         batch = self._open.get(tp)
         if batch is not None and offset >= batch.end:
             self.seal([tp])  # a gap (compaction) jumped past the boundary
@@ -523,21 +651,38 @@ class Sink:
         batch.last = offset
         if row is not None:
             batch.rows.append(row)
+        elif raw is not None:
+            batch.raw.append(raw)
+        if row is not None or raw is not None:
+            batch.held += 1
             self._held += 1
         if offset + 1 >= batch.end:
             self.seal([tp])
 
-    def seal(self, tps: Iterable[TopicPartition]) -> None:
-        """Close the open batches of `tps` and queue them for insert, in offset order."""
+    def seal(self, tps: Iterable[TopicPartition], *, timed: bool = False) -> None:
+        """Close the open batches of `tps` and queue them for insert, in offset order.
+        `timed`: closed before their aligned end, so a redelivery may cut them otherwise."""
         for tp in tps:
             batch = self._open.pop(tp, None)
             if batch is not None:
+                batch.timed = timed
                 self._sealed.append(batch)
         if self._sealed:
             self._notify()
 
     def seal_due(self, now: float) -> None:
-        self.seal([tp for tp, b in self._open.items() if now - b.opened >= self._batch_s])
+        """Seal the batches open for `sink_batch_ms`, and with them the batches of their tables
+        past half of it: those would time out soon after, and now they share one insert."""
+        tables = {b.table.name for b in self._open.values() if now - b.opened >= self._batch_s}
+        due = [
+            tp
+            for tp, b in self._open.items()
+            if b.table.name in tables and now - b.opened >= self._batch_s / 2
+        ]
+        if due and self.pending == 0:
+            # Nothing arrived or was written since `_last_busy`: that was waiting, not work.
+            self.timer_wait_s += max(0.0, now - self._last_busy)
+        self.seal(due, timed=True)
 
     @property
     def held_rows(self) -> int:
@@ -550,8 +695,10 @@ class Sink:
 
     @property
     def pending(self) -> int:
-        """Batches sealed but not yet written (including the one being written)."""
-        return len(self._sealed) + (self._inflight is not None)
+        """Batches sealed but not yet written (including those being written), plus one while
+        a commit is under way."""
+        committing = self._committing is not None and not self._committing.done()
+        return len(self._sealed) + len(self._inflight) + committing
 
     def _backpressure(self) -> None:
         # Hysteresis: pause at the limit, resume at half, so we do not flap every poll.
@@ -569,60 +716,144 @@ class Sink:
     async def _flush_loop(self) -> None:
         while True:
             await self._wait_for(lambda: bool(self._sealed))
-            batch = self._inflight = self._sealed.popleft()
+            group = self._inflight = self._next_insert()
             try:
-                if not await self._write(batch):
-                    # Later batches of this partition must not commit past the lost one.
-                    self._forget({batch.tp})
-                elif not batch.dropped:
-                    await self._commit(batch)
+                if not await self._write(group):
+                    # Later batches of these partitions must not commit past the lost ones.
+                    self._forget({b.tp for b in group})
+                else:
+                    self._commit_later([b for b in group if not b.dropped])
             finally:
-                self._held -= len(batch.rows)
-                self._inflight = None
+                self._held -= sum(b.held for b in group)
+                self._inflight = []
+                self._last_busy = time.monotonic()
                 self._notify()
 
-    async def _write(self, batch: Batch) -> bool:
-        """Insert with retries and backoff; False only when giving up (stop or revoke)."""
-        if not batch.rows:
+    def _next_insert(self) -> list[Batch]:
+        """The next batch, and with a timed one the other timed batches of its table queued
+        now: one insert instead of one per partition (fewer, larger inserts are what
+        ClickHouse wants; at most one batch per partition, all already held in memory).
+        Timed boundaries depend on timing, so a redelivery never repeats them and their own
+        tokens could not drop it anyway (ReplacingMergeTree + FINAL do); aligned full batches
+        keep their own insert and token. A batch queued behind another of its partition stays
+        there: offsets commit in order."""
+        first = self._sealed.popleft()
+        if not first.timed:
+            return [first]
+        group, rest, seen = [first], deque[Batch](), {first.tp}
+        for b in self._sealed:
+            if b.timed and b.table is first.table and b.tp not in seen:
+                group.append(b)
+            else:
+                rest.append(b)
+            seen.add(b.tp)
+        self._sealed = rest
+        return group
+
+    async def _write(self, group: list[Batch]) -> bool:
+        """Insert `group` (batches of one table) at once, with retries and backoff; False only
+        when giving up (stop, or every batch revoked).
+
+        Raw messages go to the table's landing table in one try; if ClickHouse refuses them
+        (a bad message, or the warehouse is down), they are decoded and mapped here, the bad
+        ones dead-lettered, and the rows inserted (and retried) like any other batch."""
+        token = "+".join(b.token for b in group)
+        where = ", ".join(b.where for b in group)
+        all_raw = any(b.raw for b in group) and not any(b.rows for b in group)
+        if all_raw and await self._write_raw(group, token):
+            return True
+        for b in group:
+            if b.raw:
+                await self._map_raw(b)
+        rows = [r for b in group for r in b.rows]
+        if not rows:
             return True  # only dead letters: nothing to insert, the offsets still commit
-        table, attempt = batch.table.name, 0
+        table, attempt = group[0].table, 0
         while True:
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(
-                    self.warehouse.insert, table, batch.rows, batch.table.columns, batch.token
+                    self.warehouse.insert, table.name, rows, table.columns, token
                 )
             except Exception as exc:
-                metrics.SINK_INSERT_ERRORS.labels(table).inc()
+                metrics.SINK_INSERT_ERRORS.labels(table.name).inc()
                 attempt += 1
-                if batch.dropped or self._past_deadline():
-                    log.error("giving up on %s into %s: %s", batch.where, table, exc)
+                if all(b.dropped for b in group) or self._past_deadline():
+                    log.error("giving up on %s into %s: %s", where, table.name, exc)
                     return False
                 delay = min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0)
                 log.warning(
                     "insert of %s into %s failed (attempt %d, retry in %.1fs): %s",
-                    batch.where,
-                    table,
+                    where,
+                    table.name,
                     attempt,
                     delay,
                     exc,
                 )
                 await asyncio.sleep(delay)
                 continue
-            metrics.SINK_BATCH_SECONDS.labels(table).observe(time.perf_counter() - started)
-            metrics.SINK_BATCH_ROWS.labels(table).observe(len(batch.rows))
-            metrics.SINK_ROWS.labels(table).inc(len(batch.rows))
-            log.debug("inserted %s: %d rows into %s", batch.where, len(batch.rows), table)
+            self._inserted(table.name, len(rows), started)
+            log.debug("inserted %s: %d rows into %s", where, len(rows), table.name)
             return True
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _write_raw(self, group: list[Batch], token: str) -> bool:
+        table, landing = group[0].table.name, group[0].table.landing
+        assert landing is not None
+        messages = [(b.tp.partition, o, v) for b in group for o, _, v in b.raw]
+        build = self._containers[group[0].tp.topic].build
+        started = time.perf_counter()
         try:
-            await self._consumer.commit({batch.tp: batch.last + 1})
+            # Built in the insert's thread: the event loop goes on consuming meanwhile.
+            await asyncio.to_thread(
+                lambda: self.warehouse.insert_avro(landing, build(messages), token)
+            )
+        except Exception as exc:
+            metrics.SINK_AVRO_FALLBACKS.labels(table).inc()
+            log.warning("%s refused by %s, mapping it in Python: %s", token, landing, exc)
+            return False
+        self._inserted(table, len(messages), started)
+        log.debug("inserted %s: %d Avro rows into %s", token, len(messages), landing)
+        return True
+
+    @staticmethod
+    def _inserted(table: str, rows: int, started: float) -> None:
+        metrics.SINK_BATCH_SECONDS.labels(table).observe(time.perf_counter() - started)
+        metrics.SINK_BATCH_ROWS.labels(table).observe(rows)
+        metrics.SINK_ROWS.labels(table).inc(rows)
+
+    async def _map_raw(self, batch: Batch) -> None:
+        """Decode and map the raw messages of `batch` into its rows (offset order kept)."""
+        rows: list[tuple[int, Row]] = []
+        for offset, key, value in batch.raw:
+            try:
+                row = to_row(batch.table, self._codec, value, batch.tp.partition, offset)
+            except BadMessage as err:
+                await self._reject(batch.tp, offset, key, value, err)
+                continue
+            rows.append((offset, row))
+        batch.raw = []
+        rows += [(r[-1], r) for r in batch.rows]  # a row's last column is its offset
+        batch.rows = [r for _, r in sorted(rows, key=lambda pair: pair[0])]
+
+    def _commit_later(self, batches: list[Batch]) -> None:
+        """Commit in the background, so the next insert need not wait for the broker; each
+        commit waits for the one before it, so offsets still advance in order."""
+        if batches:
+            previous = self._committing
+            self._committing = asyncio.create_task(self._commit(batches, previous))
+
+    async def _commit(self, batches: list[Batch], previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)  # never raises: see below
+            await self._consumer.commit({b.tp: b.last + 1 for b in batches})
             self.last_commit = time.monotonic()
         except Exception as exc:
             # The rows are in; whoever re-reads these offsets inserts the same token (or
             # rows FINAL collapses), so a lost commit costs work, not correctness.
-            log.warning("commit of %s failed: %s", batch.where, exc)
+            log.warning("commit of %s failed: %s", ", ".join(b.where for b in batches), exc)
+        finally:
+            self._notify()
 
     def _past_deadline(self) -> bool:
         return self._give_up_at is not None and time.monotonic() > self._give_up_at
@@ -632,22 +863,24 @@ class Sink:
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Before giving partitions away, write and commit what we hold of them; what cannot
         be written in time is dropped (never committed) and re-read by the next owner."""
-        self.seal([tp for tp in self._open if tp in revoked])
+        self.seal([tp for tp in self._open if tp in revoked], timed=True)
 
         def settled() -> bool:
-            inflight = self._inflight is not None and self._inflight.tp in revoked
-            return not inflight and all(b.tp not in revoked for b in self._sealed)
+            inflight = any(b.tp in revoked for b in self._inflight)
+            committing = self._committing is not None and not self._committing.done()
+            return not (inflight or committing) and all(b.tp not in revoked for b in self._sealed)
 
         if not await self._wait_until(settled, self.revoke_timeout_s):
             self._forget(revoked)
-            if self._inflight is not None and self._inflight.tp in revoked:
-                self._inflight.dropped = True
+            for b in self._inflight:
+                if b.tp in revoked:
+                    b.dropped = True
             log.warning("revoked partitions released with unwritten batches (re-read later)")
 
     def _forget(self, tps: set[TopicPartition]) -> None:
         """Drop the queued batches of `tps`, uncommitted: whoever consumes those partitions
         next re-reads them from the last committed offset."""
-        self._held -= sum(len(b.rows) for b in self._sealed if b.tp in tps)
+        self._held -= sum(b.held for b in self._sealed if b.tp in tps)
         self._sealed = deque(b for b in self._sealed if b.tp not in tps)
 
     async def _wait_for(self, predicate: Callable[[], bool]) -> None:
