@@ -352,6 +352,13 @@ async def replay_section(settings: Settings, opts: BenchOptions) -> dict:
     return await bench_replay(settings, opts.home / "replay", updates=updates)
 
 
+async def execution_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.execution.bench import bench_execution
+
+    say("execution: signal → intent latency on the broker, intents/s through the risk stage…")
+    return await bench_execution(settings, opts.home / "execution", quick=opts.quick)
+
+
 SECTIONS: dict[str, Callable[[Settings, BenchOptions], Awaitable[dict]]] = {
     "pipeline": pipeline_section,
     "collector": collector_section,
@@ -359,6 +366,7 @@ SECTIONS: dict[str, Callable[[Settings, BenchOptions], Awaitable[dict]]] = {
     "api": api_section,
     "alerts": alerts_section,
     "replay": replay_section,
+    "execution": execution_section,
 }
 
 

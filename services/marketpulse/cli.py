@@ -546,6 +546,227 @@ def propositions(gamma_file: Path, min_confidence: float, review_only: bool) -> 
 
 @main.command()
 @click.option(
+    "--approval",
+    type=click.Choice(["semi_auto", "auto"]),
+    help="Override the approval mode (MPX_EXECUTION_APPROVAL; default from the limits file).",
+)
+@click.option(
+    "--levels",
+    help="Comma-separated signal levels that become intents, e.g. P1,P2 (MPX_EXECUTION_LEVELS).",
+)
+@click.option(
+    "--limits",
+    "limits_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML sizing, limits and modes (MPX_EXECUTION_FILE; default: the packaged defaults).",
+)
+@click.option("--check", is_flag=True, help="Validate the configuration, print it and exit.")
+@click.pass_obj
+def execute(
+    s: Settings, approval: str | None, levels: str | None, limits_file: Path | None, check: bool
+) -> None:
+    """Turn signals into sized, risk-checked order intents, filled on PAPER (no live orders).
+
+    \b
+    Modes:
+      semi_auto  every intent waits for a person: POST /api/intents/{id}/approve or /reject
+                 (an approval re-runs the checks at its own time, then fills)
+      auto       an intent whose checks all pass is approved and filled at once
+    Life of an intent (topic mpx.intents.v1, key intent id, one event per transition):
+      suggested -> approved | rejected -> filled | partially_filled | expired | cancelled
+    Limits file (YAML; see marketpulse/execution/defaults.yaml for every field):
+      sizing     fixed notional | fractional Kelly (edge, confidence) | volatility-scaled;
+                 equal shares on every leg, rounded to the tick, lot and minimum size
+      limits     per order, per UTC day, open intents, open positions, total and per-market
+                 exposure, drawdown stop, slippage against the current book (bps)
+      breaker    a rule or market trips after N rejections or losses in a window, cools down
+      orders     expiry of unfilled parts and of intents awaiting approval (event time)
+    Kill switch: POST /api/risk/kill stops every approval until POST /api/risk/resume.
+    Fills walk the real order book (partial when depth is short) with the venue's taker fee;
+    positions and PnL go to mpx.positions.v1. State is rebuilt from those topics at start.
+    Examples:
+      marketpulse execute --approval auto --levels P1
+      marketpulse execute --limits my-limits.yaml --check
+    """
+    from marketpulse.execution.config import load_config
+
+    overrides: dict[str, object] = {}
+    if approval:
+        overrides["execution_approval"] = approval
+    if levels:
+        overrides["execution_levels"] = [lv.strip() for lv in levels.split(",") if lv.strip()]
+    if limits_file:
+        overrides["execution_file"] = limits_file
+    s = s.model_copy(update=overrides) if overrides else s
+    config = load_config(s)
+    if check:
+        click.echo(json.dumps(config.model_dump(), indent=2))
+        return
+    from marketpulse.execution.service import Execution, run
+
+    async def _run() -> None:
+        execution = Execution(s, config)  # its Kafka clients need the running loop
+        serve_metrics(s, execution.readiness)
+        await run(s, execution=execution)
+
+    asyncio.run(_run())
+
+
+@main.group()
+def groups() -> None:
+    """Equivalence groups of the cross_market rule: suggest, review, approve.
+
+    \b
+    Automatic matching only suggests: a candidate pair goes to the review topic (it shows in
+    GET /api/review) and fires nothing. A person approves it, and the group joins the registry
+    of every worker through the rules topic (the cross_market rule, one version up).
+      marketpulse groups suggest --file gamma.json --file kalshi-events.json
+      marketpulse groups suggest --from-topic --publish
+      marketpulse groups approve cand-1a2b3c4d5e6f --by alice --source "AP race call"
+      marketpulse groups list
+    """
+
+
+@groups.command("suggest")
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Gamma or Kalshi REST JSON (markets, events with nested markets, pages); repeatable.",
+)
+@click.option("--from-topic", is_flag=True, help="Read every market of the markets topic.")
+@click.option(
+    "--min-score", type=float, default=0.85, show_default=True, help="Weakest score proposed."
+)
+@click.option(
+    "--max-days",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Close times further apart rule a pair out (unless both name the same year).",
+)
+@click.option("--publish", is_flag=True, help="Write new candidates to the review topic.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def groups_suggest(
+    s: Settings,
+    files: tuple[Path, ...],
+    from_topic: bool,
+    min_score: float,
+    max_days: float,
+    publish: bool,
+    as_json: bool,
+) -> None:
+    """Propose pairs of markets that ask the same question (or its negation).
+
+    \b
+    A pair must pass every check: active binaries of different events; the same numbers
+    (strikes, thresholds) and years; close times within --max-days; the named entities of one
+    question all in the other ("Cleveland" ~ "Cleveland Cavaliers"); then a wording score
+    (rapidfuzz) of at least --min-score. Each line shows the relation (identity, or complement
+    when one side is negated or asks the other side of the threshold), the score and why.
+    """
+    from marketpulse import group_review
+    from marketpulse.candidates import Options, suggest
+
+    if not files and not from_topic:
+        raise click.UsageError("give --file (one or more) or --from-topic")
+    markets, unreadable = [], 0
+    for path in files:
+        found, bad = group_review.load_markets(path)
+        markets += found
+        unreadable += bad
+    if from_topic:
+        markets += asyncio.run(group_review.read_markets(s))
+    found_pairs, stats = suggest(markets, Options(min_score=min_score, max_days=max_days))
+    stats["unreadable"] = unreadable
+    if publish:
+        stats["published"], stats["already_in_review"] = asyncio.run(
+            group_review.publish_candidates(s, found_pairs)
+        )
+    if as_json:
+        rows = [
+            {"candidate_id": c.candidate_id, "spec": c.spec(), "score": c.score,
+             "relation": c.relation, "questions": [c.first.question, c.second.question],
+             "reasons": list(c.reasons)}
+            for c in found_pairs
+        ]  # fmt: skip
+        click.echo(json.dumps({"stats": stats, "candidates": rows}, indent=2))
+        return
+    for c in found_pairs:
+        click.echo(f"{c.candidate_id}  {c.spec()}\n    {c.describe()}")
+    click.echo(json.dumps(stats))
+
+
+@groups.command("approve")
+@click.argument("candidate_id")
+@click.option("--by", "decided_by", required=True, help="Who approves (recorded on the item).")
+@click.option(
+    "--source",
+    "resolution_source",
+    required=True,
+    help="What settles every member, checked in each market's rules (e.g. 'AP race call').",
+)
+@click.option("--note", default="", help="Why, for the record.")
+@click.pass_obj
+def groups_approve(
+    s: Settings, candidate_id: str, decided_by: str, resolution_source: str, note: str
+) -> None:
+    """Approve a candidate (its id, or its review id group:<id>) into the registry.
+
+    Publishes the cross_market rule in force one version up with the group in params.groups
+    (workers read it at start and follow the rules topic), then the decision to the review
+    topic. Check first that both markets settle on the same source, date and wording.
+    """
+    from marketpulse import group_review
+
+    group, rule = asyncio.run(
+        group_review.approve(
+            s, candidate_id, by=decided_by, resolution_source=resolution_source, note=note
+        )
+    )
+    members = ", ".join(f"{m.market_id} ({m.orientation})" for m in group.members)
+    click.echo(f"approved {group.group_id} ({group.relation}): {members}")
+    click.echo(f"published {rule.rule_id} v{rule.version} to {s.topic('rules')}")
+
+
+@groups.command("reject")
+@click.argument("candidate_id")
+@click.option("--by", "decided_by", required=True, help="Who rejects (recorded on the item).")
+@click.option("--note", default="", help="Why (e.g. 'different resolution sources').")
+@click.pass_obj
+def groups_reject(s: Settings, candidate_id: str, decided_by: str, note: str) -> None:
+    """Reject a candidate: the review item is closed and nothing joins the registry."""
+    from marketpulse import group_review
+
+    asyncio.run(group_review.reject(s, candidate_id, by=decided_by, note=note))
+    click.echo(f"rejected {candidate_id}")
+
+
+@groups.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def groups_list(s: Settings, as_json: bool) -> None:
+    """Show the registry in force: the groups file overlaid with groups approved on the topic."""
+    from marketpulse.grouping import registry
+    from marketpulse.rulebook import current
+    from marketpulse.rules import load_rules
+
+    book, _ = asyncio.run(current(s, load_rules(s.rules_file)))
+    found = registry(list(book.rules.values()))
+    if as_json:
+        click.echo(json.dumps([g.model_dump(mode="json") for g in found.values()], indent=2))
+        return
+    for g in found.values():
+        members = ", ".join(f"{m.market_id} ({m.orientation})" for m in g.members)
+        state = "approved" if g.approved else "not approved"
+        click.echo(f"{g.group_id}  {g.relation}, {state}: {members}  [{g.resolution_source}]")
+    click.echo(f"{len(found)} group(s)")
+
+
+@main.command()
+@click.option(
     "--duration",
     type=float,
     envvar="DURATION",
@@ -595,7 +816,7 @@ def dev(
 @click.option("--quick", is_flag=True, help="Smaller sizes: the whole run in a few minutes.")
 @click.option(
     "--only",
-    default="pipeline,collector,sink,api,alerts,replay",
+    default="pipeline,collector,sink,api,alerts,replay,execution",
     show_default=True,
     help="Comma-separated sections to run.",
 )
@@ -637,6 +858,8 @@ def bench(
       api        query latency p50/p99 over generated ticks and signals
       alerts     signal -> Slack stand-in delivery latency at 50 signals/s, dedup on
       replay     messages/s reprocessed by the worker and the sink after a rewind
+      execution  signal -> intent p50/p99 on the broker (paper, auto); intents/s through
+                 the risk stage in process and end to end
     """
     from marketpulse.bench import SECTIONS, BenchOptions
     from marketpulse.bench import bench as run_bench

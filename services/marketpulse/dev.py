@@ -195,6 +195,8 @@ async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
         group.spawn("api", "api", "--with-sink")
         group.spawn("worker", "worker")
         group.spawn("alerts", "alerts")  # a dry run unless MPX_ALERTS_WEBHOOKS names a webhook
+        # paper only: auto approval so the demo shows fills (semi_auto waits for the API)
+        group.spawn("execute", "execute", "--approval", "auto")
         await wait_http(opts.api_port, "/healthz", group)
         group.spawn("collector", "collect", "--source", "mock", "--rate", str(opts.rate))
         url = f"http://127.0.0.1:{opts.api_port}"
@@ -222,6 +224,7 @@ async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
         group.stop("collector")
         stats = await wait_caught_up(settings, opts, group)
         produced = await end_offsets(settings, MARKET_DATA)
+        execution = await end_offsets(settings, ("intents", "positions"))
         stop.set()
         await tail
         rows = table_rows(stats)
@@ -231,6 +234,8 @@ async def demo(base: Settings, opts: DemoOptions) -> dict[str, Any]:
             "rows": sum(rows.values()),
             "ticks_stored": rows.get("ticks", 0),
             "signals_seen": len(seen),
+            "intent_events": execution["intents"],
+            "position_updates": execution["positions"],
             "elapsed_s": round(time.monotonic() - started, 1),
         }
     finally:

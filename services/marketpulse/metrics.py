@@ -91,6 +91,11 @@ SINK_BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SINK_INSERT_ERRORS = Counter("mpx_sink_insert_errors_total", "Failed inserts (retried)", ["table"])
+SINK_AVRO_FALLBACKS = Counter(
+    "mpx_sink_avro_fallbacks_total",
+    "Batches ClickHouse refused as Avro (a bad message or an error), mapped in Python instead",
+    ["table"],
+)
 SINK_DROPPED = Counter(
     "mpx_sink_dropped_total",
     "Undecodable dead letters skipped (a dead letter is never dead-lettered again)",
@@ -124,6 +129,35 @@ SINK_LAG = Gauge(
     "Messages behind the partition's end, as the consumer last saw it",
     ["group", "topic", "partition"],
 )
+
+# Execution stage (marketpulse execute): paper order intents
+EXEC_INTENT_EVENTS = Counter(
+    "mpx_execution_intent_events_total",
+    "Intent lifecycle events produced, by status (suggested, approved, rejected, filled...)",
+    ["status", "rule"],
+)
+EXEC_CHECKS_FAILED = Counter(
+    "mpx_execution_checks_failed_total", "Risk checks that failed, by check", ["check"]
+)
+EXEC_INPUTS_IGNORED = Counter(
+    "mpx_execution_inputs_ignored_total",
+    "Signals and commands that produced nothing, by reason (filtered, duplicate, stale command)",
+    ["input", "reason"],
+)
+EXEC_SIGNAL_TO_INTENT = Histogram(
+    "mpx_execution_signal_to_intent_seconds",
+    "Signal produced (Kafka timestamp) to its first intent event acknowledged",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EXEC_BOOK_WAITS = Counter(
+    "mpx_execution_book_waits_total",
+    "Signals that waited for the books consumer to reach their time, by outcome",
+    ["outcome"],
+)
+EXEC_WATCHED_EVENTS = Gauge(
+    "mpx_execution_watched_events", "Events whose books the stage decodes (open intents/positions)"
+)
+EXEC_KILL_SWITCH = Gauge("mpx_execution_kill_switch", "1 while the global kill switch is on")
 
 # Everywhere bad input can arrive
 DEAD_LETTERS = Counter(

@@ -88,6 +88,24 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:3000", description="Base URL of Grafana, for alert links."
     )
 
+    # Execution stage (marketpulse execute): paper order intents from signals
+    execution_file: Path | None = Field(
+        default=None,
+        description="YAML sizing, limits and modes; default: marketpulse/execution/defaults.yaml.",
+    )
+    execution_approval: Literal["semi_auto", "auto"] | None = Field(
+        default=None, description="Overrides the file's approval mode (semi_auto | auto)."
+    )
+    execution_levels: list[str] | None = Field(
+        default=None, description='Overrides the file\'s signal levels, JSON: ["P1", "P2"].'
+    )
+    execution_group: str = Field(
+        default="mpx-execute", description="Consumer group of the signals the stage reads."
+    )
+    execution_offset_reset: Literal["earliest", "latest"] = Field(
+        default="latest", description="Where a new execution group starts: never trade history."
+    )
+
     # Metrics endpoint of processes that are not the API (0 = off)
     metrics_port: int = 0
 

@@ -4,7 +4,10 @@ expanded as the ClickHouse plugin and Grafana expand them; every query must succ
 rows, so a dashboard whose SQL breaks (or silently shows nothing) fails the suite.
 
 The mock venue has no trade stream, so the test publishes a few trades of its markets, and a few
-undecodable messages so that the dead-letter panels have something to show."""
+undecodable messages so that the dead-letter panels have something to show; nor does it resolve
+markets, so the test resolves the markets of one signal's legs, for the realised-edge panel. The
+execution stage does not run here: the test publishes a paper-trading history (intent events
+with checks and fills, positions; `execution_records`) to the real topics, for the sink to load."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import execution_records
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -133,6 +137,8 @@ async def landed(
         "trades FINAL": n_trades,
         "dead_letters FINAL": len(GARBAGE),
         "signals FINAL": 1,
+        "intents FINAL": len(execution_records.intent_events(START_MS)) - 1,  # one redelivered
+        "positions FINAL": execution_records.N_POSITIONS,
     }
     deadline = time.monotonic() + DEADLINE_S
     while True:
@@ -144,6 +150,45 @@ async def landed(
         if all(have[t] >= n for t, n in want.items()):
             return
         assert time.monotonic() < deadline, f"pipeline did not land: {have} < {want}"
+        await asyncio.sleep(0.3)
+
+
+async def resolve_one_signal(settings: Settings, wh: Warehouse, venue: MockVenue) -> None:
+    """Resolve the markets of one signal's legs as a venue reports a resolution (Polymarket's
+    `market_resolved`): a new version of each market record, status resolved, with its winning
+    token. The mock venue never resolves a market, and the realised-edge panel needs one.
+
+    The signal spanning the most markets is chosen: the worker re-evaluates an event when its
+    markets change, and the market dashboard's variable then picks a market of that event, whose
+    "same event" panel needs other markets."""
+    rows = wh.query(
+        """SELECT legs_json FROM signals FINAL WHERE legs_json != '[]'
+        ORDER BY length(market_ids) DESC, ts, signal_id LIMIT 1"""
+    )
+    assert rows, "no signal with legs to resolve"
+    ids = {leg["market_id"] for leg in json.loads(rows[0]["legs_json"])}
+    end_ms = wh.query("SELECT toUnixTimestamp64Milli(max(ts)) AS ms FROM ticks")[0]["ms"]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for m in venue.markets():
+            if m["market_id"] in ids:
+                resolved = {
+                    **m,
+                    "status": "resolved",
+                    "winning_token_id": m["outcomes"][0]["token_id"],
+                    "updated_ms": end_ms + 1000,
+                }
+                value = codec().encode("market", resolved)
+                await producer.send(settings.topic("markets"), value, key=m["market_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    sql = """SELECT count() AS n FROM markets FINAL
+        WHERE market_id IN {ids:Array(String)} AND winning_token_id IS NOT NULL"""
+    deadline = time.monotonic() + DEADLINE_S
+    while (await asyncio.to_thread(wh.query, sql, {"ids": sorted(ids)}))[0]["n"] < len(ids):
+        assert time.monotonic() < deadline, "the resolved markets did not land"
         await asyncio.sleep(0.3)
 
 
@@ -163,8 +208,10 @@ async def warehouse(
             settings, seed=SEED, rate=None, max_updates=n_updates, start_ms=START_MS
         )
         await publish_extras(settings, venue)
+        await execution_records.publish(settings, START_MS, with_signals=False)
         n_trades = TRADES_PER_MARKET * len(venue.markets())
         await landed(wh, stats["ticks"], n_trades, worker)
+        await resolve_one_signal(settings, wh, venue)
     finally:
         stop.set()
         await asyncio.wait_for(sink, 30)
@@ -276,3 +323,26 @@ def test_the_drilldown_defaults_to_a_market_with_signals(warehouse: Warehouse) -
         {"t": chosen["token"], "m": chosen["market"]},
     )
     assert token_of == [{"ok": True}]
+
+
+def test_the_execution_panels_show_the_published_history(warehouse: Warehouse) -> None:
+    """Exact figures (see execution_records): a panel that returns rows but miscounts (a
+    redelivered fill counted twice, an old position version summed) fails here."""
+    dash = json.loads((DASHBOARDS / "execution.json").read_text())
+    frm, to = time_range(warehouse)
+    sql = dict(queries(dash))
+
+    def rows(title: str) -> list[dict[str, Any]]:
+        return warehouse.query(expand(sql[title], {}, frm, to))
+
+    assert rows("Open exposure") == [{"open_exposure": 12.75}]
+    assert rows("Total PnL") == [{"total_pnl": 2.25}]
+    assert [(r["rule_id"], r["realised"], r["unrealised"]) for r in rows("PnL by rule")] == [
+        ("complete_set", 0.0, 0.75),
+        ("spike", 1.0, 0.5),
+    ]
+    assert rows("Rejection reasons") == [{"failed_check": "total_exposure", "intents": 1}]
+    fill_rate = {r["rule_id"]: r for r in rows("Fill rate per rule")}
+    assert (fill_rate["complete_set"]["filled"], fill_rate["complete_set"]["fill_rate"]) == (1, 1.0)
+    assert (fill_rate["spike"]["partially_filled"], fill_rate["spike"]["expired"]) == (1, 1)
+    assert len(rows("Latest fills")) == 3  # b's two legs (delivered twice) and d's one

@@ -563,6 +563,7 @@ EXPECTED_DASHBOARDS = {
     "market.json": "mpx-market",
     "rules.json": "mpx-rules",
     "pipeline.json": "mpx-pipeline",
+    "execution.json": "mpx-execution",
 }
 PANEL_TYPES = {"timeseries", "table", "stat", "candlestick", "barchart", "row"}
 

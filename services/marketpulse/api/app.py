@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI) over the warehouse and Kafka: the app, health, readiness, metrics,
 and the market and signal lists. Other routes live in routers by what they serve:
 `insights` (market drilldown, KPIs, dead letters, review items), `live` (signal stream),
-`admin` (mutating routes, behind the API key of `auth`).
+`admin` (mutating routes, behind the API key of `auth`), `execution` (order intents, positions,
+PnL and the commands that drive the execution stage).
 
 With embedded chDB only one process may open the data path, so this process then also runs
 the sink (`marketpulse api --with-sink`, the default for chdb:// URLs) and both share one
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from marketpulse import metrics
 from marketpulse.alerts import routes as alerts_routes
-from marketpulse.api import admin, insights, live
+from marketpulse.api import admin, execution, insights, live
 from marketpulse.api.querying import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -130,6 +131,7 @@ def create_app(
     app.include_router(insights.router)
     app.include_router(admin.router)
     app.include_router(alerts_routes.router)
+    app.include_router(execution.router)
     return app
 
 
