@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -100,6 +101,11 @@ def create_app(
         try:
             await asyncio.to_thread(wh.migrate)
             app.state.warehouse = wh
+            # Everything allocated so far (modules, schemas, the warehouse) lives as long as the
+            # process: keep it out of the collector's full passes, which otherwise land 65-80 ms
+            # pauses in random requests' p99 (measured by the API benchmark).
+            gc.collect()
+            gc.freeze()
             stop = asyncio.Event()
             task = asyncio.create_task(_supervise_sink(settings, stop, wh)) if with_sink else None
             try:
