@@ -312,6 +312,12 @@ async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
         group.stop()
 
 
+async def worker_section(settings: Settings, opts: BenchOptions) -> dict:
+    from marketpulse.worker_bench import bench_worker
+
+    return await bench_worker(settings, opts.home / "worker", 20_000 if opts.quick else 100_000)
+
+
 async def collector_section(settings: Settings, opts: BenchOptions) -> dict:
     from marketpulse.venues.bench import bench_collector
 
@@ -361,6 +367,7 @@ async def execution_section(settings: Settings, opts: BenchOptions) -> dict:
 
 SECTIONS: dict[str, Callable[[Settings, BenchOptions], Awaitable[dict]]] = {
     "pipeline": pipeline_section,
+    "worker": worker_section,
     "collector": collector_section,
     "sink": sink_section,
     "api": api_section,

@@ -816,7 +816,7 @@ def dev(
 @click.option("--quick", is_flag=True, help="Smaller sizes: the whole run in a few minutes.")
 @click.option(
     "--only",
-    default="pipeline,collector,sink,api,alerts,replay,execution",
+    default="pipeline,worker,collector,sink,api,alerts,replay,execution",
     show_default=True,
     help="Comma-separated sections to run.",
 )
@@ -853,6 +853,8 @@ def bench(
       pipeline   bare aiokafka produce->consume ceiling of the same messages; sustained
                  ticks/s collector -> Kafka -> worker and -> ClickHouse; tick-to-signal
                  p50/p99 at a paced rate; peak RSS of every process
+      worker     one worker process alone on a backlog over 2,000 markets (books/s, CPU,
+                 RSS), and Faust's floor: an agent doing nothing over the same books
       collector  recorded Polymarket frames: parse -> normalize -> produce, vs a bare producer
       sink       rows/s per topic into chDB, vs a bare clickhouse-connect insert
       api        query latency p50/p99 over generated ticks and signals
