@@ -15,6 +15,7 @@ from marketpulse.api.querying import (
     MAX_LIMIT,
     Limit,
     WarehouseDep,
+    add_filters,
     add_time_range,
     decode_cursor,
     dt,
@@ -301,9 +302,7 @@ def daily_kpis(
 ) -> list[RuleKpi]:
     conditions: list[str] = []
     params: dict[str, Any] = {}
-    if rule:
-        conditions.append("rule_id = {rule:String}")
-        params["rule"] = rule
+    add_filters(conditions, params, rule=rule)
     if since_ms is not None:
         conditions.append("day >= toDate(fromUnixTimestamp64Milli({since:Int64}, 'UTC'))")
         params["since"] = since_ms

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from marketpulse.api.querying import dt, opt_dt, where
+from marketpulse.api.querying import add_filters, add_time_range, dt, opt_dt, where
 from marketpulse.api.resources import Leg
 from marketpulse.warehouse import Warehouse
 
@@ -188,24 +188,8 @@ def query_intents(
     """Current state of each intent, newest created first; time filters apply to `created`."""
     conditions: list[str] = []
     params: dict[str, Any] = {"limit": limit + 1}
-    if statuses:
-        conditions.append("has({statuses:Array(String)}, status)")
-        params["statuses"] = statuses
-    if rule:
-        conditions.append("rule_id = {rule:String}")
-        params["rule"] = rule
-    if level:
-        conditions.append("level = {level:String}")
-        params["level"] = level
-    if market:
-        conditions.append("has(market_ids, {market:String})")
-        params["market"] = market
-    if since_ms is not None:
-        conditions.append("created >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')")
-        params["since"] = since_ms
-    if until_ms is not None:
-        conditions.append("created < fromUnixTimestamp64Milli({until:Int64}, 'UTC')")
-        params["until"] = until_ms
+    add_filters(conditions, params, statuses=statuses, rule=rule, level=level, market=market)
+    add_time_range(conditions, params, since_ms, until_ms, column="created")
     if before is not None:
         # Keyset pagination on (created, intent_id), newest first.
         conditions.append(
@@ -320,13 +304,8 @@ def query_positions(
 ) -> list[dict[str, Any]]:
     conditions: list[str] = []
     params: dict[str, Any] = {"limit": limit + 1}
-    if statuses:
-        conditions.append("has({statuses:Array(String)}, status)")
-        params["statuses"] = statuses
-    if rule:
-        conditions.append("rule_id = {rule:String}")
-        params["rule"] = rule
-    if market:
+    add_filters(conditions, params, statuses=statuses, rule=rule)
+    if market:  # a position holds one market
         conditions.append("market_id = {market:String}")
         params["market"] = market
     if after is not None:

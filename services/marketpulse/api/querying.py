@@ -91,15 +91,36 @@ def time_range(
 
 
 def add_time_range(
-    conditions: list[str], params: dict[str, Any], since_ms: int | None, until_ms: int | None
+    conditions: list[str],
+    params: dict[str, Any],
+    since_ms: int | None,
+    until_ms: int | None,
+    column: str = "ts",
 ) -> None:
-    """`ts` within [since, until), as bound parameters."""
+    """`column` within [since, until), as bound parameters."""
     if since_ms is not None:
-        conditions.append("ts >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')")
+        conditions.append(f"{column} >= fromUnixTimestamp64Milli({{since:Int64}}, 'UTC')")
         params["since"] = since_ms
     if until_ms is not None:
-        conditions.append("ts < fromUnixTimestamp64Milli({until:Int64}, 'UTC')")
+        conditions.append(f"{column} < fromUnixTimestamp64Milli({{until:Int64}}, 'UTC')")
         params["until"] = until_ms
+
+
+def add_filters(conditions: list[str], params: dict[str, Any], **filters: Any) -> None:
+    """The common optional filters, each a bound parameter, skipped when not given:
+    rule, level, market (a signal's or intent's market ids contain it), statuses (any of)."""
+    if filters.get("statuses"):
+        conditions.append("has({statuses:Array(String)}, status)")
+        params["statuses"] = filters["statuses"]
+    if filters.get("rule"):
+        conditions.append("rule_id = {rule:String}")
+        params["rule"] = filters["rule"]
+    if filters.get("level"):
+        conditions.append("level = {level:String}")
+        params["level"] = filters["level"]
+    if filters.get("market"):
+        conditions.append("has(market_ids, {market:String})")
+        params["market"] = filters["market"]
 
 
 def like_pattern(text: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from marketpulse.api.querying import add_time_range, dt, like_pattern, opt_dt, where
+from marketpulse.api.querying import add_filters, add_time_range, dt, like_pattern, opt_dt, where
 from marketpulse.warehouse import Warehouse
 
 
@@ -137,15 +137,7 @@ def query_signals(
 ) -> list[dict[str, Any]]:
     conditions: list[str] = []
     params: dict[str, Any] = {"limit": limit + 1}
-    if rule:
-        conditions.append("rule_id = {rule:String}")
-        params["rule"] = rule
-    if level:
-        conditions.append("level = {level:String}")
-        params["level"] = level
-    if market:
-        conditions.append("has(market_ids, {market:String})")
-        params["market"] = market
+    add_filters(conditions, params, rule=rule, level=level, market=market)
     add_time_range(conditions, params, since_ms, until_ms)
     if before is not None:
         # Keyset pagination on (ts, signal_id), newest first: stable while new rows arrive.
