@@ -505,7 +505,18 @@ def _slim_book(book: Mapping[str, Any], max_levels: int) -> dict[str, Any]:
         "seq": int(book["seq"]),
         "asks": [{"price": lv["price"], "size": lv["size"]} for lv in asks],
         "bids": [{"price": lv["price"], "size": lv["size"]} for lv in bids],
+        # Computed once here rather than by every set and direction the book is evaluated in
+        # (the levels are sorted best first; the first usable one is the best).
+        "best_asks": _first_usable(asks),
+        "best_bids": _first_usable(bids),
     }
+
+
+def _first_usable(levels: Sequence[Mapping[str, float]]) -> float | None:
+    for lv in levels:
+        if lv["size"] > 0 and 0 < lv["price"] < 1:
+            return float(lv["price"])
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -108,6 +108,9 @@ class LegInput(NamedTuple):
     token_id: str
     levels: Sequence[Mapping[str, float]]  # asks to buy, bids to sell; {price, size}
     fee: Mapping[str, Any]
+    # The best usable price of `levels` when the caller already knows it (the worker's stored
+    # books carry it); None: found by scanning the levels.
+    best: float | None = None
 
 
 @dataclass(frozen=True)
@@ -224,13 +227,15 @@ def _top_of_book_pays(
     pick = min if direction == "buy" else max
     best = []
     for leg in legs:
-        # Inline rather than _usable(): this loop runs for every level of every leg.
-        price = pick(
-            (lv["price"] for lv in leg.levels if lv["size"] > 0 and 0 < lv["price"] < 1),
-            default=None,
-        )
+        price = leg.best
         if price is None:
-            return False
+            # Inline rather than _usable(): this loop runs for every level of every leg.
+            price = pick(
+                (lv["price"] for lv in leg.levels if lv["size"] > 0 and 0 < lv["price"] < 1),
+                default=None,
+            )
+            if price is None:
+                return False
         best.append(float(price))
     fees = [taker_fee_per_share(leg.fee, p) for leg, p in zip(legs, best, strict=True)]
     return marginal(best, fees) > PROFIT_EPSILON
@@ -553,6 +558,7 @@ def _evaluate_set(
             token,
             books[token][side],
             markets[market_id].get("fee") or {"model": "none"},
+            books[token].get(f"best_{side}"),
         )
         for market_id, token in leg_set.tokens
     ]
