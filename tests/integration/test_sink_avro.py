@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from marketpulse import metrics
 from marketpulse.codec import Codec
@@ -105,9 +105,11 @@ def stored(wh: Warehouse, table: str) -> list[dict[str, Any]]:
 
 
 def container(topic_id: str, values: list[bytes], partition: int = 3) -> bytes:
-    return Container(TABLES[topic_id].schema).build(
-        [(partition, n, v) for n, v in enumerate(values)]
-    )
+    messages = [
+        ConsumerRecord("t", partition, n, 0, 0, None, v, None, -1, len(v), ())
+        for n, v in enumerate(values)
+    ]
+    return Container(TABLES[topic_id].schema).build([(partition, messages)])
 
 
 @pytest.mark.parametrize("topic_id", ["ticks", "books", "trades", "signals"])

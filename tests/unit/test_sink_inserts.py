@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import threading
+import time
+from collections.abc import Callable
 
 import fastavro
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from marketpulse.codec import Codec
 from marketpulse.settings import Settings
-from marketpulse.warehouse.avro_block import Container, zigzag
+from marketpulse.warehouse.avro_block import Container, _offset_long, zigzag
 from marketpulse.warehouse.sink import TABLES, Sink, to_row
 
 CODEC = Codec()
@@ -29,11 +32,22 @@ TICK = {
 }
 
 
+def _record(tp: TopicPartition, offset: int, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, offset, T0, 0, b"k", value, None, 1, 1, ())
+
+
 def test_zigzag_is_avro_long_encoding() -> None:
     for n in (0, -1, 1, 63, -64, 64, 2**31, -(2**40), 2**62):
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, {"type": "long"}, n)
         assert zigzag(n) == buf.getvalue(), n
+
+
+def test_offsets_take_the_unrolled_encoding_at_every_width() -> None:
+    for edge in (0, 2**6, 2**13, 2**20, 2**27, 2**40):
+        for n in (edge - 1, edge, edge + 1):
+            if n >= 0:
+                assert _offset_long(n) == zigzag(n), n
 
 
 def test_the_container_is_the_messages_plus_partition_and_offset() -> None:
@@ -44,9 +58,9 @@ def test_the_container_is_the_messages_plus_partition_and_offset() -> None:
         CODEC.encode("trade", {**TICK, "trade_id": "x", "price": 1.0, "size": 1.0, "side": "BUY"})
     )
     assert not c.accepts(None) and not c.accepts(b"\x00\x00")
-    records = list(
-        fastavro.reader(io.BytesIO(c.build([(2, 40 + i, v) for i, v in enumerate(values)])))
-    )
+    tp = TopicPartition("u.mpx.ticks.v1", 2)
+    messages = [_record(tp, 40 + i, v) for i, v in enumerate(values)]
+    records = list(fastavro.reader(io.BytesIO(c.build([(2, messages)]))))
     assert [(r["seq"], r["_partition"], r["_offset"]) for r in records] == [
         (0, 2, 40),
         (1, 2, 41),
@@ -138,7 +152,7 @@ async def _flush(refuse: bool) -> tuple[_Warehouse, _Commits, list[TopicPartitio
     sink = Sink(settings, warehouse=wh, consumer=consumer, dlq_producer=object())  # type: ignore[arg-type]
     tp0, tp1 = TopicPartition("u.mpx.ticks.v1", 0), TopicPartition("u.mpx.ticks.v1", 1)
     value = CODEC.encode("tick", TICK)
-    sink._add(tp0, TABLES["ticks"], 4, None, raw=(4, b"k", value))
+    sink._add_raw(tp0, TABLES["ticks"], [_record(tp0, 4, value)], 0, 1)
     sink._add(tp1, TABLES["ticks"], 7, None)  # a dead letter: only the offset advances
     sink.seal([tp0, tp1], timed=True)
     flusher = asyncio.create_task(sink._flush_loop())
@@ -168,3 +182,94 @@ async def test_a_refused_insert_is_mapped_in_python_with_the_same_token() -> Non
     assert (table, token) == ("ticks", "u.mpx.ticks.v1:0:4-4+u.mpx.ticks.v1:1:7-7")
     assert rows == [to_row(TABLES["ticks"], CODEC, CODEC.encode("tick", TICK), 0, 4)]
     assert consumer.committed == {tp0: 5, tp1: 8}
+
+
+def _records(tp: TopicPartition, offsets: list[int]) -> list[ConsumerRecord]:
+    value = CODEC.encode("tick", TICK)
+    return [_record(tp, o, value) for o in offsets]
+
+
+def test_raw_runs_are_cut_at_the_aligned_boundaries_across_offset_gaps() -> None:
+    sink = _sink(batch_rows=10)
+    tp = TopicPartition("u.mpx.ticks.v1", 0)
+    msgs = _records(tp, [5, 6, 7, 8, 9, 10, 11, 15, 25, 26])
+    sink._add_raw(tp, TABLES["ticks"], msgs, 0, len(msgs))
+    # 5-9 ends on its boundary; 25 jumps past 10-19's end, which closes early.
+    assert [([m.offset for m in b.raw], b.first, b.last, b.end) for b in sink._sealed] == [
+        ([5, 6, 7, 8, 9], 5, 9, 10),
+        ([10, 11, 15], 10, 15, 20),
+    ]
+    still_open = sink._open[tp]
+    assert [m.offset for m in still_open.raw] == [25, 26] and still_open.end == 30
+    assert sink.held_rows == len(msgs) == sum(b.held for b in [*sink._sealed, still_open])
+
+
+def test_accept_sends_only_the_current_schema_version_raw() -> None:
+    sink = _sink(batch_rows=100)
+    tp = TopicPartition("u.mpx.ticks.v1", 0)
+    good = _records(tp, [0, 1, 3])
+    other = ConsumerRecord(tp.topic, 0, 2, T0, 0, b"k", b"not avro", None, 1, 8, ())
+    sent: list[tuple[str, int]] = []
+
+    async def reject(tp: TopicPartition, offset: int, *_: object) -> None:
+        sent.append((tp.topic, offset))
+
+    sink._reject = reject  # type: ignore[method-assign]
+    asyncio.run(sink.accept(tp, [good[0], good[1], other, good[2]]))
+    batch = sink._open[tp]
+    assert [m.offset for m in batch.raw] == [0, 1, 3] and batch.rows == []
+    assert sent == [(tp.topic, 2)] and (batch.first, batch.last) == (0, 3)
+
+
+class _SlowFirstWarehouse(_Warehouse):
+    """The first landing insert waits for `release`; every insert's entry is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse=False)
+        self.release = threading.Event()
+        self.entered: list[str] = []
+
+    def insert_avro(self, table: str, container: bytes, token: str) -> None:
+        self.entered.append(token)
+        if len(self.entered) == 1:
+            self.release.wait(5)
+        super().insert_avro(table, container, token)
+
+
+async def test_the_next_insert_is_queued_while_one_runs_and_commits_stay_in_order() -> None:
+    settings = Settings(sink_batch_rows=2, sink_batch_ms=60_000, topic_prefix="u.")
+    wh, commits = _SlowFirstWarehouse(), _Ordered()
+    sink = Sink(settings, warehouse=wh, consumer=commits, dlq_producer=object())  # type: ignore[arg-type]
+    tp = TopicPartition("u.mpx.ticks.v1", 0)
+    msgs = _records(tp, [0, 1, 2, 3])
+    flusher = asyncio.create_task(sink._flush_loop())
+    try:
+        sink._add_raw(tp, TABLES["ticks"], msgs, 0, 2)  # 0-1: inserting, held up
+        await _poll(lambda: len(wh.entered) == 1)
+        sink._add_raw(tp, TABLES["ticks"], msgs, 2, 4)  # 2-3: handed to its thread at once
+        await _poll(lambda: len(wh.entered) == 2)
+        assert commits.sequence == [], "committed before the first insert ended"
+        wh.release.set()
+        await asyncio.wait_for(sink._wait_for(lambda: sink.pending == 0), 5)
+    finally:
+        wh.release.set()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+    assert wh.entered == ["u.mpx.ticks.v1:0:0-1", "u.mpx.ticks.v1:0:2-3"]
+    assert commits.sequence == [{tp: 2}, {tp: 4}] and sink.held_rows == 0
+
+
+class _Ordered:
+    def __init__(self) -> None:
+        self.sequence: list[dict[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.sequence.append(dict(offsets))
+
+
+async def _poll(predicate: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)

@@ -17,7 +17,9 @@ letter with its reason.
 The poll loop, the inserts and the commits run in separate tasks: a slow or failing warehouse
 never stops the consumer from polling (which would get it thrown out of the group), and the
 next insert never waits for the broker to acknowledge a commit; memory stays bounded by
-pausing the partitions instead."""
+pausing the partitions instead. A landing insert sealed while another runs is handed to its
+worker thread at once (it waits on the warehouse's lock): inserts follow each other without
+waiting for the event loop, which shares the GIL with them and may be busy consuming."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import logging
 import random
 import signal
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -406,6 +409,10 @@ def expected_columns() -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _offset(msg: ConsumerRecord) -> int:
+    return msg.offset
+
+
 def to_row(table: Table, cdc: Codec, value: bytes | None, partition: int, offset: int) -> Row:
     """Decode and map one message; anything that cannot become a row is a BadMessage."""
     record = cdc.decode(table.schema, value)
@@ -432,8 +439,9 @@ class Batch:
     opened: float = field(default_factory=time.monotonic)
     last: int = -1
     rows: list[Row] = field(default_factory=list)
-    # Messages for the table's landing table, still Avro: (offset, key, value).
-    raw: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
+    # Messages for the table's landing table, still Avro, as consumed (no copy per message:
+    # every object held per message is more work for the GC).
+    raw: list[ConsumerRecord] = field(default_factory=list)
     held: int = 0  # rows + raw messages, as counted in the sink's held rows
     timed: bool = False  # closed before its aligned end (time limit, stop, revoke)
     dropped: bool = False  # its partition was revoked: never commit it
@@ -445,6 +453,19 @@ class Batch:
     @property
     def where(self) -> str:
         return f"{self.tp.topic}[{self.tp.partition}]@{self.first}-{self.last}"
+
+
+def _token(group: list[Batch]) -> str:
+    return "+".join(b.token for b in group)
+
+
+@dataclass(frozen=True)
+class _RawInsert:
+    """A landing-table insert under way in a worker thread."""
+
+    done: asyncio.Future[None]
+    started: float
+    rows: int
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -492,7 +513,8 @@ class Sink:
         self._batch_s = max(0.001, settings.sink_batch_ms / 1000)
         self._open: dict[TopicPartition, Batch] = {}
         self._sealed: deque[Batch] = deque()
-        self._inflight: list[Batch] = []  # the batches of the insert being written
+        self._inflight: list[Batch] = []  # the batches of the insert(s) being written
+        self._insert_ended = 0.0  # perf_counter() when the latest landing insert ended
         self._committing: asyncio.Task[None] | None = None  # the latest commit, chained
         self._held = 0  # rows in memory, open + sealed + in flight
         self._changed = asyncio.Event()  # set whenever a batch is sealed or finishes
@@ -550,6 +572,9 @@ class Sink:
             for tp, messages in fetched.items():
                 await self.accept(tp, messages)
                 self._report_lag(tp, messages[-1].offset + 1)
+                # A batch may have been sealed: let the flush task start its insert now rather
+                # than after every partition of this fetch is batched.
+                await asyncio.sleep(0)
             if fetched:
                 self._last_busy = time.monotonic()
             self.seal_due(time.monotonic())
@@ -596,10 +621,17 @@ class Sink:
         are (ClickHouse decodes them); only the others are decoded here."""
         table = self._tables[tp.topic]
         container = self._containers.get(tp.topic)
-        for msg in messages:
-            if container is not None and container.accepts(msg.value):
-                self._add(tp, table, msg.offset, None, raw=(msg.offset, msg.key, msg.value))
-                continue
+        pending = list(messages)
+        i = 0
+        while i < len(pending):
+            if container is not None:
+                j = container.accepted_run(pending, i)
+                if j > i:
+                    self._add_raw(tp, table, pending, i, j)
+                    i = j
+                    continue
+            msg = pending[i]
+            i += 1
             try:
                 row: Row | None = to_row(table, self._codec, msg.value, msg.partition, msg.offset)
             except BadMessage as err:
@@ -631,16 +663,38 @@ class Sink:
             tp.topic, err, partition=tp.partition, offset=offset, key=key, payload=value
         )
 
-    def _add(
-        self,
-        tp: TopicPartition,
-        table: Table,
-        offset: int,
-        row: Row | None,
-        raw: tuple[int, bytes | None, bytes] | None = None,
+    def _add(self, tp: TopicPartition, table: Table, offset: int, row: Row | None) -> None:
+        """Add a mapped `row`, or none (a dead letter: only the offset range grows)."""
+        batch = self._batch_at(tp, table, offset)
+        batch.last = offset
+        if row is not None:
+            batch.rows.append(row)
+            batch.held += 1
+            self._held += 1
+        if offset + 1 >= batch.end:
+            self.seal([tp])
+
+    def _add_raw(
+        self, tp: TopicPartition, table: Table, msgs: list[ConsumerRecord], i: int, j: int
     ) -> None:
-        """Add a mapped `row`, or a `raw` message for the landing table, or neither (a dead
-        letter: only the offset range grows)."""
+        """Add the messages `msgs[i:j]` (offsets ascending) for the landing table as they are,
+        a batch's share at a time: the event loop does no work per message here."""
+        while i < j:
+            first = msgs[i].offset
+            batch = self._batch_at(tp, table, first)
+            # Offsets may skip (compaction, transaction markers), never repeat: at most
+            # end - first of the messages belong to this batch.
+            k = bisect_left(msgs, batch.end, i, min(j, i + batch.end - first), key=_offset)
+            batch.raw += msgs[i:k]
+            batch.last = msgs[k - 1].offset
+            batch.held += k - i
+            self._held += k - i
+            if batch.last + 1 >= batch.end:
+                self.seal([tp])
+            i = k
+
+    def _batch_at(self, tp: TopicPartition, table: Table, offset: int) -> Batch:
+        """The open batch of `tp` that `offset` belongs to, opened if need be."""
         batch = self._open.get(tp)
         if batch is not None and offset >= batch.end:
             self.seal([tp])  # a gap (compaction) jumped past the boundary
@@ -648,16 +702,7 @@ class Sink:
         if batch is None:
             end = (offset // self._batch_rows + 1) * self._batch_rows
             batch = self._open[tp] = Batch(tp, table, first=offset, end=end)
-        batch.last = offset
-        if row is not None:
-            batch.rows.append(row)
-        elif raw is not None:
-            batch.raw.append(raw)
-        if row is not None or raw is not None:
-            batch.held += 1
-            self._held += 1
-        if offset + 1 >= batch.end:
-            self.seal([tp])
+        return batch
 
     def seal(self, tps: Iterable[TopicPartition], *, timed: bool = False) -> None:
         """Close the open batches of `tps` and queue them for insert, in offset order.
@@ -714,20 +759,44 @@ class Sink:
     # ---- insert and commit -------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        ahead: tuple[list[Batch], _RawInsert | None] | None = None
         while True:
-            await self._wait_for(lambda: bool(self._sealed))
-            group = self._inflight = self._next_insert()
+            if ahead is None:
+                await self._wait_for(lambda: bool(self._sealed))
+                group = self._next_insert()
+                raw = self._start_raw(group)
+            else:
+                (group, raw), ahead = ahead, None
+            self._inflight = group
+            if raw is not None:
+                ahead = await self._start_next(raw)
             try:
-                if not await self._write(group):
+                if not await self._write(group, raw):
                     # Later batches of these partitions must not commit past the lost ones.
-                    self._forget({b.tp for b in group})
+                    lost = {b.tp for b in group}
+                    self._forget(lost)
+                    for b in ahead[0] if ahead else []:
+                        b.dropped = b.dropped or b.tp in lost
                 else:
                     self._commit_later([b for b in group if not b.dropped])
             finally:
                 self._held -= sum(b.held for b in group)
-                self._inflight = []
+                self._inflight = list(ahead[0]) if ahead else []
                 self._last_busy = time.monotonic()
                 self._notify()
+
+    async def _start_next(self, raw: _RawInsert) -> tuple[list[Batch], _RawInsert | None] | None:
+        """While `raw` is written, start the next insert as soon as one is sealed: its thread
+        waits on the warehouse's lock and starts the moment `raw` ends, however busy the event
+        loop is by then. Its offsets still commit after `raw`'s, and not at all if `raw`'s
+        batches are lost."""
+        raw.done.add_done_callback(lambda _: self._notify())
+        await self._wait_for(lambda: raw.done.done() or bool(self._sealed))
+        if raw.done.done():
+            return None  # the loop takes the next one as usual
+        following = self._next_insert()
+        self._inflight = self._inflight + following
+        return following, self._start_raw(following)
 
     def _next_insert(self) -> list[Batch]:
         """The next batch, and with a timed one the other timed batches of its table queued
@@ -750,17 +819,17 @@ class Sink:
         self._sealed = rest
         return group
 
-    async def _write(self, group: list[Batch]) -> bool:
+    async def _write(self, group: list[Batch], raw: _RawInsert | None = None) -> bool:
         """Insert `group` (batches of one table) at once, with retries and backoff; False only
         when giving up (stop, or every batch revoked).
 
-        Raw messages go to the table's landing table in one try; if ClickHouse refuses them
-        (a bad message, or the warehouse is down), they are decoded and mapped here, the bad
-        ones dead-lettered, and the rows inserted (and retried) like any other batch."""
-        token = "+".join(b.token for b in group)
+        Raw messages go to the table's landing table in one try (`raw`, from `_start_raw`);
+        if ClickHouse refuses them (a bad message, or the warehouse is down), they are decoded
+        and mapped here, the bad ones dead-lettered, and the rows inserted (and retried) like
+        any other batch."""
+        token = _token(group)
         where = ", ".join(b.where for b in group)
-        all_raw = any(b.raw for b in group) and not any(b.rows for b in group)
-        if all_raw and await self._write_raw(group, token):
+        if raw is not None and await self._raw_written(group, raw):
             return True
         for b in group:
             if b.raw:
@@ -796,23 +865,38 @@ class Sink:
             log.debug("inserted %s: %d rows into %s", where, len(rows), table.name)
             return True
 
-    async def _write_raw(self, group: list[Batch], token: str) -> bool:
-        table, landing = group[0].table.name, group[0].table.landing
+    def _start_raw(self, group: list[Batch]) -> _RawInsert | None:
+        """Start inserting `group` into its landing table in a worker thread (which also builds
+        the container: the event loop goes on consuming meanwhile), when all of its messages
+        are raw; None otherwise."""
+        if not any(b.raw for b in group) or any(b.rows for b in group):
+            return None
+        landing, token = group[0].table.landing, _token(group)
         assert landing is not None
-        messages = [(b.tp.partition, o, v) for b in group for o, _, v in b.raw]
         build = self._containers[group[0].tp.topic].build
-        started = time.perf_counter()
+        batches = [(b.tp.partition, b.raw) for b in group]
+
+        def insert() -> None:
+            self.warehouse.insert_avro(landing, build(batches), token)
+
+        done = asyncio.get_running_loop().run_in_executor(None, insert)
+        # Retrieved here so that one never awaited (the flush task cancelled on stop) is not
+        # logged as an error; whoever awaits it still gets the exception.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return _RawInsert(done, time.perf_counter(), sum(len(b.raw) for b in group))
+
+    async def _raw_written(self, group: list[Batch], raw: _RawInsert) -> bool:
+        table, landing = group[0].table.name, group[0].table.landing
         try:
-            # Built in the insert's thread: the event loop goes on consuming meanwhile.
-            await asyncio.to_thread(
-                lambda: self.warehouse.insert_avro(landing, build(messages), token)
-            )
+            await raw.done
         except Exception as exc:
             metrics.SINK_AVRO_FALLBACKS.labels(table).inc()
-            log.warning("%s refused by %s, mapping it in Python: %s", token, landing, exc)
+            log.warning("%s refused by %s, mapping it in Python: %s", _token(group), landing, exc)
             return False
-        self._inserted(table, len(messages), started)
-        log.debug("inserted %s: %d Avro rows into %s", token, len(messages), landing)
+        # An insert queued behind another one started when that one ended.
+        self._inserted(table, raw.rows, max(raw.started, self._insert_ended))
+        self._insert_ended = time.perf_counter()
+        log.debug("inserted %s: %d Avro rows into %s", _token(group), raw.rows, landing)
         return True
 
     @staticmethod
@@ -824,13 +908,13 @@ class Sink:
     async def _map_raw(self, batch: Batch) -> None:
         """Decode and map the raw messages of `batch` into its rows (offset order kept)."""
         rows: list[tuple[int, Row]] = []
-        for offset, key, value in batch.raw:
+        for msg in batch.raw:
             try:
-                row = to_row(batch.table, self._codec, value, batch.tp.partition, offset)
+                row = to_row(batch.table, self._codec, msg.value, batch.tp.partition, msg.offset)
             except BadMessage as err:
-                await self._reject(batch.tp, offset, key, value, err)
+                await self._reject(batch.tp, msg.offset, msg.key, msg.value, err)
                 continue
-            rows.append((offset, row))
+            rows.append((msg.offset, row))
         batch.raw = []
         rows += [(r[-1], r) for r in batch.rows]  # a row's last column is its offset
         batch.rows = [r for _, r in sorted(rows, key=lambda pair: pair[0])]
