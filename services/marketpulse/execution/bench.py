@@ -5,8 +5,10 @@
 - `book_filter`: µs per book message for an event nobody watches (kept raw by Kafka key)
   against a watched one (decoded): what filtering by key saves.
 - `broker`: a `marketpulse execute` child process on the real broker, auto approval. Signals are
-  produced at a paced rate; signal-to-intent latency = the moment this process reads the intent's
-  first event (`suggested`) off Kafka minus the moment it produced the signal (one clock). Then a
+  produced at a paced rate (after `warmup_s` of the same, not measured: `--only execution` runs
+  on a broker whose JVM just started, and its first seconds are slow); signal-to-intent
+  latency = the moment this process reads the intent's first event (`suggested`) off Kafka minus
+  the moment it produced the signal (one clock; the bench's producer does not linger). Then a
   burst of signals produced at once, timed until every one of them is filled: intents/s end to
   end (decode, book wait, checks, fill, produce with acks=all, commit).
 """
@@ -179,7 +181,7 @@ async def bench_execution(
 
 
 async def broker_run(
-    base: Settings, home: Path, rate: float, seconds: float, burst: int
+    base: Settings, home: Path, rate: float, seconds: float, burst: int, warmup_s: float = 2.0
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(update={"topic_prefix": f"benchex{tag}."})
@@ -187,7 +189,9 @@ async def broker_run(
     limits = home / "limits.yaml"
     limits.write_text(json.dumps(BENCH_CONFIG))  # JSON is YAML
     await create_topics(settings)
-    prod = producer(settings)
+    # No linger: the latency measured starts when a signal is sent, not after the bench's own
+    # producer batched it (the worker's linger is upstream of the stage, not part of it).
+    prod = producer(settings, linger_ms=0)
     await prod.start()
     cdc = codec()
     group = ProcessGroup(
@@ -239,16 +243,20 @@ async def broker_run(
             sent[sig["signal_id"]] = time.perf_counter()
             await prod.send(settings.topic("signals"), cdc.encode("signal", sig), key=b"bench")
 
+        async def paced(tag: str, n: int) -> None:
+            reader = asyncio.create_task(read({f"bx-{tag}-{k:07d}" for k in range(n)}, 60))
+            t0 = time.perf_counter()
+            for k in range(n):
+                await send(_signal(k, tag))
+                await asyncio.sleep(max(0.0, t0 + (k + 1) / rate - time.perf_counter()))
+            await reader
+
         warm = _signal(0, "warm")  # the child's start (restore, books warm-up) is not measured
         await send(warm)
         await read({warm["signal_id"]}, 120)
+        await paced("warmup", int(rate * warmup_s))  # nor a broker fresh from its JVM's start
         n_paced = int(rate * seconds)
-        reader = asyncio.create_task(read({f"bx-paced-{k:07d}" for k in range(n_paced)}, 60))
-        t0 = time.perf_counter()
-        for k in range(n_paced):
-            await send(_signal(k, "paced"))
-            await asyncio.sleep(max(0.0, t0 + (k + 1) / rate - time.perf_counter()))
-        await reader
+        await paced("paced", n_paced)
         latencies = [
             (seen[s] - sent[s]) * 1000 for s in sent if s.startswith("bx-paced") and s in seen
         ]
@@ -263,6 +271,7 @@ async def broker_run(
         rss = {c.name: round(c.peak_rss / 2**20, 1) for c in group.children}
         return {
             "paced_rate": rate,
+            "warmup_signals": int(rate * warmup_s),
             "signals": n_paced,
             "intents_seen": len(latencies),
             "signal_to_intent_ms_p50": _pct(latencies, 50),

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 POLL_RECORDS = 500
 UNWATCH_EVERY_S = 10.0
 COMMIT_EVERY_S = 0.2
+PRUNE_AT = 10_000  # sends kept in the unacked list before the acked ones are dropped
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Execution:
         )
         self._dead = DeadLetters(settings, self._producer, stage="execute", cdc=self._codec)
         self._lock = asyncio.Lock()  # one input at a time: stage call + its sends, in order
+        # Sends not known to be acked. Never swapped out by the one who waits: the commands
+        # loop's flush must not hide a signal's sends from the signals' commit.
         self._unacked: list[asyncio.Future[Any]] = []
         self.progress: dict[int, BooksProgress] = {}
         self._books: AIOKafkaConsumer | None = None
@@ -457,31 +460,48 @@ class Execution:
 
     async def _signals_loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Signals in offset order. Intents are sent without waiting for each ack; every
-        COMMIT_EVERY_S, all sends are awaited and only then the offsets committed (a crash in
-        between re-reads those signals, whose intents then already exist or are made now)."""
+        COMMIT_EVERY_S, the offsets read so far are committed once every send made before is
+        acked (a crash in between re-reads those signals, whose intents then already exist or
+        are made now). That wait and the commit run beside the loop, not in its way: awaited
+        inline they held the next signal up to an ack and a commit round trip."""
         offsets: dict[TopicPartition, int] = {}
         committed_at = time.monotonic()
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
-            known: dict[str, dict[int, int]] = {}  # the books' end offsets, once per poll
-            for tp, messages in batch.items():
-                for msg in messages:
-                    try:
-                        signal = self._codec.decode("signal", msg.value)
-                    except BadMessage as exc:
-                        await self._dead_letter(tp, msg, exc)
-                        continue
-                    if self._new_intent(signal):
-                        self._watch(signal["event_key"])
-                        await self._books_reached(msg.timestamp, known)
-                    if await self._on_signal(tp, msg, signal):
-                        lag_ms = time.time() * 1000 - msg.timestamp
-                        metrics.EXEC_SIGNAL_TO_INTENT.observe(max(0.0, lag_ms) / 1000)
-                offsets[tp] = messages[-1].offset + 1
-            if offsets and time.monotonic() - committed_at >= COMMIT_EVERY_S:
-                await self._flush()
-                await _commit(consumer, offsets)
-                offsets, committed_at = {}, time.monotonic()
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                await self._signals_poll(consumer, offsets)
+                if committing is not None and committing.done():
+                    committing.result()  # a send that failed takes the process down, loudly
+                    committing = None
+                due = time.monotonic() - committed_at >= COMMIT_EVERY_S
+                if offsets and committing is None and due:
+                    acks = self._pending()
+                    committing = asyncio.create_task(_commit_after(acks, consumer, offsets))
+                    offsets, committed_at = {}, time.monotonic()
+        finally:
+            if committing is not None:  # not committed: re-read at the next start, harmlessly
+                committing.cancel()
+
+    async def _signals_poll(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
+    ) -> None:
+        """One poll of signals, handled in order; `offsets` gets the next offset to commit."""
+        batch = await consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
+        known: dict[str, dict[int, int]] = {}  # the books' end offsets, once per poll
+        for tp, messages in batch.items():
+            for msg in messages:
+                try:
+                    signal = self._codec.decode("signal", msg.value)
+                except BadMessage as exc:
+                    await self._dead_letter(tp, msg, exc)
+                    continue
+                if self._new_intent(signal):
+                    self._watch(signal["event_key"])
+                    await self._books_reached(msg.timestamp, known)
+                if await self._on_signal(tp, msg, signal):
+                    lag_ms = time.time() * 1000 - msg.timestamp
+                    metrics.EXEC_SIGNAL_TO_INTENT.observe(max(0.0, lag_ms) / 1000)
+            offsets[tp] = messages[-1].offset + 1
 
     def _new_intent(self, signal: dict[str, Any]) -> bool:
         """Whether a signal will become a new intent (and so needs its books)."""
@@ -526,6 +546,8 @@ class Execution:
                         metrics.EXEC_CHECKS_FAILED.labels(c["name"]).inc()
         for pos in out.positions:
             await self._send_position(pos)
+        if len(self._unacked) > PRUNE_AT:  # marks of books alone: nothing flushes for a while
+            self._prune()
 
     async def _send_position(self, rec: dict[str, Any]) -> None:
         self._unacked.append(
@@ -539,14 +561,42 @@ class Execution:
 
     async def _flush(self) -> None:
         """Wait for every send so far to be acknowledged (raises if one failed)."""
-        unacked, self._unacked = self._unacked, []
-        if unacked:
-            await asyncio.gather(*unacked)
+        await _all_acked(self._pending())
+
+    def _pending(self) -> list[asyncio.Future[Any]]:
+        """The sends so far not acked yet (a copy, for one task to wait on)."""
+        self._prune()
+        return list(self._unacked)
+
+    def _prune(self) -> None:
+        """Drop the acked sends; a failed one stays, for every later wait to raise."""
+        self._unacked = [f for f in self._unacked if not _acked(f)]
 
     async def _dead_letter(self, tp: TopicPartition, msg: ConsumerRecord, exc: BadMessage) -> None:
         await self._dead.send(
             tp.topic, exc, partition=tp.partition, offset=msg.offset, key=msg.key, payload=msg.value
         )
+
+
+async def _commit_after(
+    acks: list[asyncio.Future[Any]], consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
+) -> None:
+    """Commit `offsets` once every send in `acks` (those made before them) is acknowledged."""
+    await _all_acked(acks)
+    await _commit(consumer, offsets)
+
+
+async def _all_acked(acks: list[asyncio.Future[Any]]) -> None:
+    """Wait for every send in `acks`; raises what a failed one raised. Cancelled (at stop), it
+    leaves the sends alone: `asyncio.wait` does not cancel them, as `gather` would."""
+    if acks:
+        await asyncio.wait(acks)
+        for ack in acks:
+            ack.result()
+
+
+def _acked(send: asyncio.Future[Any]) -> bool:
+    return send.done() and not send.cancelled() and send.exception() is None
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
