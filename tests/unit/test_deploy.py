@@ -39,7 +39,7 @@ PACKAGE = ROOT / "services" / "marketpulse"
 
 INFRA_SERVICES = {"kafka", "clickhouse", "prometheus", "grafana"}
 ONE_SHOT_SERVICES = {"topics"}
-LONG_RUNNING_SERVICES = {"collector", "worker", "sink", "api"}
+LONG_RUNNING_SERVICES = {"collector", "worker", "execute", "sink", "api"}
 PROJECT_SERVICES = ONE_SHOT_SERVICES | LONG_RUNNING_SERVICES
 WAREHOUSE_USERS = {"sink", "api"}
 HEALTHCHECKED = {"kafka", "clickhouse", "api", "prometheus", "grafana"}
@@ -280,6 +280,22 @@ def test_start_order(services: dict[str, Any]) -> None:
         assert waits.get("kafka") == "service_healthy", name
     for name in WAREHOUSE_USERS:
         assert _waits_for(services, name).get("clickhouse") == "service_healthy", name
+
+
+def test_execute_runs_once_on_kafka_alone_waiting_for_people(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One execute process per deployment (global limits; state rebuilt from its topics at
+    start, not from the warehouse), and out of the box a person approves every intent."""
+    from marketpulse.execution.config import load_config
+
+    execute = services["execute"]
+    assert (execute.get("deploy") or {}).get("replicas", 1) == 1
+    assert "scale" not in execute
+    assert "clickhouse" not in _waits_for(services, "execute")
+    settings = settings_of(execute, monkeypatch)
+    assert settings.metrics_port
+    assert load_config(settings).approval == "semi_auto"
 
 
 @pytest.mark.parametrize("name", sorted(HEALTHCHECKED))
