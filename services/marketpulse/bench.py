@@ -315,7 +315,9 @@ async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
 async def worker_section(settings: Settings, opts: BenchOptions) -> dict:
     from marketpulse.worker_bench import bench_worker
 
-    return await bench_worker(settings, opts.home / "worker", 20_000 if opts.quick else 100_000)
+    if opts.quick:
+        return await bench_worker(settings, opts.home / "worker", 20_000)
+    return await bench_worker(settings, opts.home / "worker", 100_000, state_markets=10_000)
 
 
 async def collector_section(settings: Settings, opts: BenchOptions) -> dict:

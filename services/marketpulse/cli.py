@@ -854,7 +854,8 @@ def bench(
                  ticks/s collector -> Kafka -> worker and -> ClickHouse; tick-to-signal
                  p50/p99 at a paced rate; peak RSS of every process
       worker     one worker process alone on a backlog over 2,000 markets (books/s, CPU,
-                 RSS), and Faust's floor: an agent doing nothing over the same books
+                 RSS), and Faust's floor: an agent doing nothing over the same books; full
+                 size also the RSS of a worker holding 10,000 markets' state
       collector  recorded Polymarket frames: parse -> normalize -> produce, vs a bare producer
       sink       rows/s per topic into chDB, vs a bare clickhouse-connect insert
       api        query latency p50/p99 over generated ticks and signals

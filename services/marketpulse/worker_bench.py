@@ -36,31 +36,23 @@ N_EVENTS, N_BINARIES = 400, 1_600
 METRICS_PORT = 9431
 
 
-async def bench_worker(settings: Settings, home: Path, updates: int) -> dict[str, Any]:
-    from marketpulse.collect import run as collect
-
+async def bench_worker(
+    settings: Settings, home: Path, updates: int, state_markets: int = 0
+) -> dict[str, Any]:
+    """Throughput over the mixed backlog and the floor; with `state_markets`, also the RSS of a
+    worker holding that many binary markets' state (every token's book, twice updated)."""
     fresh = settings.model_copy(
         update={"topic_prefix": settings.topic_prefix + "wk.", "worker_id": "bench-wk"}
     )
-    await create_topics(fresh)
     markets = N_EVENTS + N_BINARIES
     say(f"worker: producing a backlog of {updates:,} updates over {markets:,} markets…")
-    await collect(
-        fresh,
-        source="mock",
-        seed=settings.mock_seed,
-        n_events=N_EVENTS,
-        n_binaries=N_BINARIES,
-        rate=None,
-        max_updates=updates,
-    )
-    books = (await end_offsets(fresh, ("books",)))["books"]
+    books = await _backlog(fresh, N_EVENTS, N_BINARIES, updates)
     say("worker: one worker process over the backlog, nothing else running…")
-    worker = await _worker_run(fresh, home, books)
+    worker = await _worker_run(fresh, home / "mix", books)
     say("worker: Faust's floor (an agent that does nothing) over the same books…")
     floor = await asyncio.to_thread(_floor_run, fresh, books)
-    return {
-        "markets": N_EVENTS + N_BINARIES,
+    result: dict[str, Any] = {
+        "markets": markets,
         "books": books,
         "worker": worker,
         "faust_floor": floor,
@@ -70,6 +62,31 @@ async def bench_worker(settings: Settings, home: Path, updates: int) -> dict[str
             else None
         ),
     }
+    if state_markets:
+        big = settings.model_copy(
+            update={"topic_prefix": settings.topic_prefix + "wks.", "worker_id": "bench-wks"}
+        )
+        say(f"worker: the state of {state_markets:,} markets (RSS)…")
+        n = await _backlog(big, 2, state_markets, 4 * state_markets)
+        state = await _worker_run(big, home / "state", n)
+        result["state"] = {"markets": state_markets + 2, "books": n, **state}
+    return result
+
+
+async def _backlog(settings: Settings, n_events: int, n_binaries: int, updates: int) -> int:
+    from marketpulse.collect import run as collect
+
+    await create_topics(settings)
+    await collect(
+        settings,
+        source="mock",
+        seed=settings.mock_seed,
+        n_events=n_events,
+        n_binaries=n_binaries,
+        rate=None,
+        max_updates=updates,
+    )
+    return int((await end_offsets(settings, ("books",)))["books"])
 
 
 async def _worker_run(settings: Settings, home: Path, books: int) -> dict[str, Any]:
