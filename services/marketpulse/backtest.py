@@ -288,6 +288,7 @@ def summarise(hits: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
                 "notional": 0.0,
                 "resolved": 0,
                 "realised_pnl": 0.0,
+                "resolved_notional": 0.0,
             },
         )
         s["hits"] += 1
@@ -297,13 +298,13 @@ def summarise(hits: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         if hit.get("realised_pnl") is not None:
             s["resolved"] += 1
             s["realised_pnl"] += hit["realised_pnl"]
+            s["resolved_notional"] += max(hit["notional"], 0.0)
     for s in out.values():
         s["mean_edge_bps"] = round(s.pop("edge_bps_sum") / s["hits"], 4)
         s["total_edge"] = round(s["total_edge"], 6)
         s["notional"] = round(s["notional"], 6)
-        resolved_notional = sum(
-            h["notional"] for h in hits if h.get("realised_pnl") is not None and h["notional"] > 0
-        )
+        # This rule's own resolved notional: realised edge is per rule, like the warehouse's.
+        resolved_notional = s.pop("resolved_notional")
         s["realised_pnl"] = round(s["realised_pnl"], 6) if s["resolved"] else None
         s["realised_edge_bps"] = (
             round(s["realised_pnl"] / resolved_notional * 10_000, 4)

@@ -169,3 +169,19 @@ def test_backtest_from_the_embedded_warehouse(rules_file: Path, tmp_path: Path) 
     # the resolution (metadata transitions) are not in it; every market-data case is.
     wanted = [e for e in c.expected if e[2] not in ("tick_size", "resolution")]
     assert got == sorted(wanted)
+
+
+def test_realised_edge_is_each_rules_own_over_its_own_resolved_notional() -> None:
+    def hit(rule: str, notional: float, pnl: float | None) -> dict[str, Any]:
+        return {
+            "rule_id": rule,
+            "edge_bps": 100.0,
+            "edge_score": 1.0,
+            "notional": notional,
+            "realised_pnl": pnl,
+        }
+
+    summary = bt.summarise([hit("a", 100.0, 10.0), hit("b", 900.0, -9.0), hit("b", 50.0, None)])
+    assert summary["a"]["realised_edge_bps"] == pytest.approx(10 / 100 * 10_000)
+    assert summary["b"]["realised_edge_bps"] == pytest.approx(-9 / 900 * 10_000)
+    assert summary["b"]["resolved"] == 1 and summary["b"]["notional"] == 950.0
