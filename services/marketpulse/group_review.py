@@ -23,19 +23,16 @@ makes the change visible in every signal's `rule_version`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from marketpulse.candidates import Candidate, parse_spec
 from marketpulse.codec import codec
 from marketpulse.errors import BadMessage, ConfigError, TransientError
-from marketpulse.kafka import admin, producer
+from marketpulse.kafka import producer, read_topic
 from marketpulse.rulebook import current, publish
 from marketpulse.rules import RuleDef, load_rules
 from marketpulse.rules.cross_market import Group
@@ -98,7 +95,7 @@ def _walk(node: Any, event: Record | None) -> Iterator[tuple[str, Record, Record
 async def read_markets(settings: Settings, timeout_s: float = 30.0) -> list[Record]:
     """The latest record of every market on the markets topic (compacted, keyed by id)."""
     latest: dict[bytes, Record | None] = {}
-    for key, value in await _read_to_end(settings, "markets", timeout_s):
+    for key, value in (await read_topic(settings, "markets", timeout_s))[0]:
         if key is not None:
             latest[key] = codec().decode("market", value) if value is not None else None
     return [m for m in latest.values() if m is not None]
@@ -125,7 +122,7 @@ def review_item(candidate: Candidate, ts_ms: int) -> Record:
 async def review_items(settings: Settings, timeout_s: float = 30.0) -> dict[str, Record]:
     """The latest version (by ts_ms) of every group review item on the review topic."""
     out: dict[str, Record] = {}
-    for _, value in await _read_to_end(settings, "review", timeout_s):
+    for _, value in (await read_topic(settings, "review", timeout_s))[0]:
         if value is None:
             continue
         item = codec().decode("review_item", value)
@@ -219,39 +216,3 @@ async def _send(settings: Settings, items: list[Record]) -> None:
             )
     finally:
         await prod.stop()
-
-
-async def _read_to_end(
-    settings: Settings, topic_id: str, timeout_s: float
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of a catalog topic up to its current end (no consumer group)."""
-    topic = settings.topic(topic_id)
-    client = admin(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
-    )
-    try:
-        await client.start()
-        described = await client.describe_topics([topic])
-        await consumer.start()
-    except Exception as exc:
-        await client.close()
-        raise TransientError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
-    try:
-        ids = [p["partition"] for d in described if d["topic"] == topic for p in d["partitions"]]
-        if not ids or any(d.get("error_code") for d in described):
-            raise ConfigError(f"topic {topic} does not exist (marketpulse topics create)")
-        parts = [TopicPartition(topic, p) for p in sorted(ids)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: list[tuple[bytes | None, bytes | None]] = []
-        async with asyncio.timeout(timeout_s):
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(*parts, timeout_ms=200)
-                for msgs in batch.values():
-                    out += [(m.key, m.value) for m in msgs]
-        return out
-    finally:
-        await consumer.stop()
-        await client.close()

@@ -3,19 +3,20 @@ catalog, and the dead-letter writer."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from marketpulse import metrics
 from marketpulse.catalog import CATALOG
 from marketpulse.codec import Codec, codec
-from marketpulse.errors import BadMessage
+from marketpulse.errors import BadMessage, ConfigError, TransientError
 from marketpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,3 +149,55 @@ class DeadLetters:
             )
         except Exception:
             log.exception("could not write dead letter for %s[%d]@%d", source, partition, offset)
+
+
+Record = tuple[bytes | None, bytes | None]  # key, value
+
+
+async def assign_all(
+    consumer: AIOKafkaConsumer, settings: Settings, topic: str
+) -> list[TopicPartition]:
+    """Assign every partition of `topic` (counted by the admin client: a consumer's cached
+    metadata may not know a topic created a moment ago)."""
+    client = admin(settings)
+    await client.start()
+    try:
+        described = await client.describe_topics([topic])
+    finally:
+        await client.close()
+    ids = [p["partition"] for d in described if d["topic"] == topic for p in d["partitions"]]
+    if not ids or any(d.get("error_code") for d in described):
+        raise ConfigError(f"topic {topic} does not exist (marketpulse topics create)")
+    parts = [TopicPartition(topic, p) for p in sorted(ids)]
+    consumer.assign(parts)
+    return parts
+
+
+async def read_topic(
+    settings: Settings, topic_id: str, timeout_s: float = 10.0, client_id: str = "mpx-reader"
+) -> tuple[list[Record], dict[int, int]]:
+    """Every record of a catalog topic up to its current end, in offset order per partition,
+    and the end offsets by partition (where a follower picks up). No consumer group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=client_id,
+    )
+    try:
+        await consumer.start()
+    except Exception as exc:
+        raise TransientError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    try:
+        parts = await assign_all(consumer, settings, settings.topic(topic_id))
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        records: list[Record] = []
+        async with asyncio.timeout(timeout_s):
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(*parts, timeout_ms=200)
+                for msgs in batch.values():
+                    records += [(m.key, m.value) for m in msgs]
+        return records, {tp.partition: ends[tp] for tp in parts}
+    finally:
+        await consumer.stop()

@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from marketpulse import metrics
 from marketpulse.codec import codec
 from marketpulse.errors import BadMessage, ConfigError, TransientError
-from marketpulse.kafka import admin, producer
+from marketpulse.kafka import Record, assign_all, producer, read_topic
 from marketpulse.rules import RuleDef
 from marketpulse.settings import Settings
 
@@ -107,30 +107,10 @@ async def publish(settings: Settings, rules: Mapping[str, RuleDef]) -> list[tupl
     return [(r.rule_id, r.version) for r in rules.values()]
 
 
-Record = tuple[bytes | None, bytes | None]
-
-
 async def read_to_end(settings: Settings, timeout_s: float = 10.0) -> tuple[list[Record], dict]:
-    """Every record of the rules topic up to its current end, in offset order, and the end
-    offsets (where `follow` picks up). No consumer group: every worker reads everything."""
-    consumer = _consumer(settings)
-    try:
-        await consumer.start()
-    except Exception as exc:
-        raise TransientError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
-    try:
-        parts = await _assign_all(consumer, settings, settings.topic("rules"))
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        records: list[Record] = []
-        async with asyncio.timeout(timeout_s):
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(*parts, timeout_ms=200)
-                for msgs in batch.values():
-                    records += [(m.key, m.value) for m in msgs]
-        return records, {tp.partition: ends[tp] for tp in parts}
-    finally:
-        await consumer.stop()
+    """Every record of the rules topic up to its current end, and the end offsets (where
+    `follow` picks up). No consumer group: every worker reads everything."""
+    return await read_topic(settings, "rules", timeout_s, client_id="mpx-rules")
 
 
 async def follow(
@@ -143,7 +123,7 @@ async def follow(
     consumer = _consumer(settings)
     await consumer.start()
     try:
-        parts = await _assign_all(consumer, settings, settings.topic("rules"))
+        parts = await assign_all(consumer, settings, settings.topic("rules"))
         for tp in parts:
             consumer.seek(tp, start.get(tp.partition, 0))
         while stopped is None or not stopped.is_set():
@@ -162,25 +142,6 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         client_id="mpx-rules",
     )
-
-
-async def _assign_all(
-    consumer: AIOKafkaConsumer, settings: Settings, topic: str
-) -> list[TopicPartition]:
-    """Assign every partition of `topic` (counted by the admin client: a consumer's cached
-    metadata may not know a topic created a moment ago)."""
-    client = admin(settings)
-    await client.start()
-    try:
-        described = await client.describe_topics([topic])
-    finally:
-        await client.close()
-    ids = [p["partition"] for d in described if d["topic"] == topic for p in d["partitions"]]
-    if not ids or any(d.get("error_code") for d in described):
-        raise ConfigError(f"topic {topic} does not exist (marketpulse topics create)")
-    parts = [TopicPartition(topic, p) for p in sorted(ids)]
-    consumer.assign(parts)
-    return parts
 
 
 async def current(

@@ -90,6 +90,7 @@ from marketpulse.rules.complete_set import (
     OpportunityTracker,
     complete_sets,
     evaluate_event,
+    usable,
 )
 from marketpulse.rules.flow import FlowRules
 from marketpulse.rules.params import LogicalParams
@@ -513,10 +514,7 @@ def _slim_book(book: Mapping[str, Any], max_levels: int) -> dict[str, Any]:
 
 
 def _first_usable(levels: Sequence[Mapping[str, float]]) -> float | None:
-    for lv in levels:
-        if lv["size"] > 0 and 0 < lv["price"] < 1:
-            return float(lv["price"])
-    return None
+    return next((float(lv["price"]) for lv in levels if usable(lv)), None)
 
 
 # --------------------------------------------------------------------------------------------

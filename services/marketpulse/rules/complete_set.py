@@ -229,7 +229,7 @@ def _top_of_book_pays(
     for leg in legs:
         price = leg.best
         if price is None:
-            # Inline rather than _usable(): this loop runs for every level of every leg.
+            # Inline rather than usable(): this loop runs for every level of every leg.
             price = pick(
                 (lv["price"] for lv in leg.levels if lv["size"] > 0 and 0 < lv["price"] < 1),
                 default=None,
@@ -241,7 +241,8 @@ def _top_of_book_pays(
     return marginal(best, fees) > PROFIT_EPSILON
 
 
-def _usable(level: Mapping[str, float]) -> bool:
+def usable(level: Mapping[str, float]) -> bool:
+    """A level a taker can trade: a price strictly inside (0, 1) with size."""
     return 0.0 < float(level["price"]) < 1.0 and float(level["size"]) > 0.0
 
 
@@ -251,7 +252,7 @@ def _ladder(
     """Usable (price, size) levels, best first. Bad levels (price outside (0, 1), no size) are
     dropped rather than trusted, and the order is enforced: walking a worse level before a
     better one would misstate both size and edge."""
-    clean = [(float(lv["price"]), float(lv["size"])) for lv in levels if _usable(lv)]
+    clean = [(float(lv["price"]), float(lv["size"])) for lv in levels if usable(lv)]
     clean.sort(key=lambda lv: lv[0], reverse=direction == "sell")
     return clean[:max_levels]
 
