@@ -332,7 +332,7 @@ async def sink_section(settings: Settings, opts: BenchOptions) -> dict:
     from marketpulse.warehouse.bench import bench_sink
 
     say("sink: rows/s per topic into chDB vs a bare insert of the same rows…")
-    updates = 10_000 if opts.quick else 30_000
+    updates = 20_000 if opts.quick else 200_000
     home = opts.home / "sink"
     return await asyncio.to_thread(bench_sink, settings.kafka_bootstrap, home, updates)
 

@@ -38,10 +38,14 @@ class Settings(BaseSettings):
 
     # Sink batching
     sink_group: str = "mpx-sink"
-    sink_batch_rows: int = 5000
+    sink_batch_rows: int = Field(
+        default=20_000,
+        description="Rows per insert (per partition) under load; ClickHouse wants few, large "
+        "inserts: at 5,000 the per-insert cost halved the sink's rows/s (measured).",
+    )
     sink_batch_ms: int = 500
     sink_max_buffered_rows: int = Field(
-        default=100_000, description="Rows held in memory before the sink pauses its partitions."
+        default=200_000, description="Rows held in memory before the sink pauses its partitions."
     )
 
     # Worker

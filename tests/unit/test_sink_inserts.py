@@ -121,6 +121,64 @@ def test_a_timed_batch_never_overtakes_an_earlier_batch_of_its_partition() -> No
     assert [(x.tp, x.first) for x in sink._next_insert()] == [(a, 10)]
 
 
+class _Consumer:
+    """The consumer facts the sink's sealing reads: high watermarks, assignment, pauses."""
+
+    def __init__(self, ends: dict[TopicPartition, int]) -> None:
+        self.ends = ends
+        self._paused: set[TopicPartition] = set()
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends.get(tp)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.ends)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused.difference_update(tps)
+
+
+def _sink_on(consumer: _Consumer, batch_rows: int, **settings: int) -> Sink:
+    s = Settings(sink_batch_rows=batch_rows, sink_batch_ms=60_000, topic_prefix="u.", **settings)
+    return Sink(s, warehouse=None, consumer=consumer, dlq_producer=object())  # type: ignore[arg-type]
+
+
+def test_a_table_read_to_its_end_is_sealed_at_once_in_one_insert() -> None:
+    a, b = TopicPartition("u.ticks", 0), TopicPartition("u.ticks", 1)
+    t = TopicPartition("u.trades", 0)
+    consumer = _Consumer({a: 60, b: 50, t: 10})
+    sink = _sink_on(consumer, batch_rows=100)
+    _feed(sink, "ticks", 0, range(0, 40))  # 20 more to come in partition 0
+    _feed(sink, "ticks", 1, range(0, 50))
+    _feed(sink, "trades", 0, range(0, 5))
+    sink._seal_caught_up()
+    assert not sink._sealed, "partition 0 of ticks is still behind"
+    _feed(sink, "ticks", 0, range(40, 60))
+    sink._seal_caught_up()
+    # Both ticks partitions at their end: sealed together, one insert. The trades batch is
+    # at its end too, but 5 rows is less than a tenth of a batch: it waits for its timer.
+    assert [x.tp for x in sink._next_insert()] == [a, b]
+    assert not sink._sealed and set(sink._open) == {t}
+
+
+def test_at_the_row_limit_open_batches_are_written_not_left_to_their_timer() -> None:
+    tps = {TopicPartition("u.ticks", p): 1000 for p in range(4)}
+    consumer = _Consumer(tps)
+    sink = _sink_on(consumer, batch_rows=100, sink_max_buffered_rows=200)
+    for p in range(4):
+        _feed(sink, "ticks", p, range(0, 50))  # none full, 200 rows held
+    sink._backpressure()
+    assert consumer.paused() == set(tps)
+    assert sorted(b.tp.partition for b in sink._sealed) == [0, 1, 2, 3]
+    assert all(b.timed for b in sink._sealed) and not sink._open
+
+
 class _Commits:
     def __init__(self) -> None:
         self.committed: dict[TopicPartition, int] = {}

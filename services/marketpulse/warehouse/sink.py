@@ -577,6 +577,7 @@ class Sink:
                 await asyncio.sleep(0)
             if fetched:
                 self._last_busy = time.monotonic()
+                self._seal_caught_up()
             self.seal_due(time.monotonic())
             self._backpressure()
             # getmany() returns without suspending while the fetcher holds records: yield, so
@@ -602,6 +603,27 @@ class Sink:
                         await task
             await self._consumer.stop()
             await self._producer.stop()
+
+    def _seal_caught_up(self) -> None:
+        """Seal a table's open batches once every one of them has read all there is in its
+        partition and together they hold a tenth of a full batch: the end of a backlog or of a
+        burst goes in now, in one insert, instead of waiting idle for the time limit. A
+        trickle keeps the time limit (smaller inserts would only make more parts to merge),
+        and so does a partition ending in a transaction marker (never delivered, so never
+        reached)."""
+        tables: dict[str, list[TopicPartition]] = {}
+        behind: set[str] = set()
+        held: dict[str, int] = {}
+        for tp, b in self._open.items():
+            name = b.table.name
+            tables.setdefault(name, []).append(tp)
+            held[name] = held.get(name, 0) + b.last + 1 - b.first
+            end = self._consumer.highwater(tp)
+            if end is None or b.last + 1 < end:
+                behind.add(name)
+        for name, tps in tables.items():
+            if name not in behind and held[name] >= self._batch_rows // 10:
+                self.seal(tps, timed=True)
 
     def _report_lag(self, tp: TopicPartition, next_offset: int) -> None:
         # The fetch response carries the partition's high watermark: lag costs no request.
@@ -753,6 +775,10 @@ class Sink:
             if assigned - self._consumer.paused():
                 log.info("sink holds %d rows (limit %d): pausing partitions", self._held, limit)
                 self._consumer.pause(*assigned)
+            if not self._sealed and not self._inflight:
+                # The limit is reached by open batches alone (many partitions, none full):
+                # write them now rather than sit paused until their time limit.
+                self.seal(list(self._open), timed=True)
         elif self._held <= limit // 2 and self._consumer.paused():
             self._consumer.resume(*self._consumer.paused())
 
