@@ -71,7 +71,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from marketpulse import metrics, rulebook
+from marketpulse import fastdrain, metrics, rulebook
 from marketpulse.catalog import CATALOG
 from marketpulse.codec import Codec, codec
 from marketpulse.errors import BadMessage, ConfigError, TransientError
@@ -743,6 +743,7 @@ def create_app(
         stream_buffer_maxsize=20_000,
         autodiscover=False,
     )
+    fastdrain.install(app)  # no four tasks per consumed message (see fastdrain)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     books_name, by_event_name = settings.topic("books"), repartition_topic(settings)
     trades_name = settings.topic("trades")

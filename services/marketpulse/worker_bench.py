@@ -8,8 +8,10 @@ default rule set consumes it alone, and its throughput comes from its own messag
 (scraped off /metrics), its CPU time and peak RSS from the OS.
 
 The floor is a Faust app with one agent that takes the same books in batches and does nothing
-with them (`python -m marketpulse.worker_bench floor`): what Faust itself costs per message on
-this machine, which bounds any Faust worker whatever its rules cost.
+with them (`python -m marketpulse.worker_bench floor N [stock]`): what Faust itself costs per
+message on this machine, which bounds any Faust worker whatever its rules cost. It runs with the
+worker's consumer (`fastdrain`) and with Faust's stock one, which spends four asyncio tasks on
+every message.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ async def bench_worker(
     worker = await _worker_run(fresh, home / "mix", books)
     say("worker: Faust's floor (an agent that does nothing) over the same books…")
     floor = await asyncio.to_thread(_floor_run, fresh, books)
+    stock = await asyncio.to_thread(_floor_run, fresh, books, True)
     result: dict[str, Any] = {
         "markets": markets,
         "books": books,
         "worker": worker,
         "faust_floor": floor,
+        "faust_floor_stock_consumer": stock,
         "worker_to_floor_ratio": (
             round(worker["books_per_s"] / floor["messages_per_s"], 3)
             if worker.get("books_per_s") and floor.get("messages_per_s")
@@ -148,13 +152,14 @@ def _cpu(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _floor_run(settings: Settings, books: int) -> dict[str, Any]:
+def _floor_run(settings: Settings, books: int, stock: bool = False) -> dict[str, Any]:
     env = {
         **os.environ,
         "MPX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "MPX_TOPIC_PREFIX": settings.topic_prefix,
     }
     cmd = [sys.executable, "-m", "marketpulse.worker_bench", "floor", str(books)]
+    cmd += ["stock"] if stock else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     try:
         out, _ = proc.communicate(timeout=300)
@@ -168,9 +173,12 @@ def _floor_run(settings: Settings, books: int) -> dict[str, Any]:
     return {"error": f"the Faust floor run printed no result (exit {proc.returncode})"}
 
 
-def floor(books: int) -> None:
-    """The floor app (a child process): count the books topic's messages, then stop."""
+def floor(books: int, stock: bool = False) -> None:
+    """The floor app (a child process): count the books topic's messages, then stop. With
+    `stock`, on Faust's own consumer instead of the worker's."""
     import faust
+
+    from marketpulse import fastdrain
 
     settings = Settings()
     app = faust.App(
@@ -184,6 +192,8 @@ def floor(books: int) -> None:
         broker_max_poll_records=5_000,
         stream_buffer_maxsize=20_000,
     )
+    if not stock:
+        fastdrain.install(app)
     topic = app.topic(settings.topic("books"), key_serializer="raw", value_serializer="raw")
     seen: dict[str, Any] = {"n": 0, "t0": None}
 
@@ -211,4 +221,4 @@ def floor(books: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["floor"]:
-        floor(int(sys.argv[2]))
+        floor(int(sys.argv[2]), stock=sys.argv[3:4] == ["stock"])
