@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 from rule_inputs import market, rule, tick
 
 from marketpulse.rules import spike, trend
-from marketpulse.rules.window import MAX_SAMPLES, push
+from marketpulse.rules.window import MAX_SAMPLES, push, resolution_ms
 
 
 def history(*points: tuple[int, float], keep_ms: int = 600_000) -> list[list[float]]:
@@ -31,9 +32,26 @@ def test_push_orders_late_samples_and_trims_to_the_window() -> None:
     assert s == [[2_000, 0.55], [3_000, 0.6]]
 
 
-def test_push_bounds_samples() -> None:
-    s = history(*[(i, 0.5) for i in range(MAX_SAMPLES + 50)])
-    assert len(s) == MAX_SAMPLES and s[-1][0] == MAX_SAMPLES + 49
+def test_a_busy_window_keeps_its_whole_time_in_bounded_buckets() -> None:
+    # 20 ticks a second for 15 minutes into a 10-minute window: 2.3 s buckets, the last price
+    # of each, and the window still reaches back 10 minutes (not just the last 256 ticks).
+    keep = 600_000
+    res = resolution_ms(keep)
+    s = history(*[(t, (t // 50) % 7 / 100) for t in range(0, 900_000, 50)], keep_ms=keep)
+    assert res == 2_343 and len(s) <= MAX_SAMPLES + 1
+    assert s[-1][0] == 899_950 and s[0][0] - (899_950 - keep) < res
+    for (t0, _), (t1, _) in itertools.pairwise(s):
+        assert t0 // res < t1 // res  # one sample per bucket
+    assert all(v == (t // 50) % 7 / 100 for t, v in s)  # each the bucket's last price
+
+
+def test_a_volume_bucket_adds_up_and_a_late_price_keeps_the_bucket_last() -> None:
+    keep, vol = 60_000, []
+    for t, size in ((1_000, 2.0), (1_100, 3.0), (1_050, 4.0), (5_000, 1.0)):
+        vol = push(vol, t, size, keep, add=True)
+    assert vol == [[1_100, 9.0], [5_000, 1.0]]
+    px = history((1_000, 0.5), (1_100, 0.6), (1_050, 0.7), keep_ms=keep)
+    assert px == [[1_100, 0.6]]  # the late 0.7 is older than the bucket's last price
 
 
 # ------------------------------------------------------------------------------- spike

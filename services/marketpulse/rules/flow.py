@@ -103,7 +103,7 @@ class FlowRules:
         recent: Sequence[Sequence[float]] = []
         if self._keep_mv:
             key = f"mv|{event}|{trade['market_id']}"
-            recent = push(self.state.get(key) or [], ts, size, self._keep_mv)
+            recent = push(self.state.get(key) or [], ts, size, self._keep_mv, add=True)
             writes.append((self.state, key, recent))
         wallet = trade.get("wallet")
         seen = self.wallets.get(wallet) if wallet else None

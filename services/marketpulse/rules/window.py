@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 Samples = list[list[float]]  # [[ts_ms, value], ...] in event-time order
 
-# Bounds the state of one token whatever the tick rate: a window of a busy token is thinned to
-# its latest samples (rules judge the oldest sample in the window, so thinning is conservative).
+# A window of `keep_ms` holds at most MAX_SAMPLES time buckets of keep_ms / MAX_SAMPLES each
+# (2.3 s for a 10-minute window), whatever the tick rate: a busy token's window still spans its
+# whole time, and its state (written to the changelog on every change) stays small.
 MAX_SAMPLES = 256
 
 
@@ -21,20 +22,45 @@ def _ts(sample: Sequence[float]) -> float:
     return float(sample[0])
 
 
-def push(samples: Sequence[Sequence[float]], ts_ms: int, value: float, keep_ms: int) -> Samples:
+def resolution_ms(keep_ms: int) -> int:
+    """The time bucket of a window kept for `keep_ms`."""
+    return max(1, keep_ms // MAX_SAMPLES)
+
+
+def push(
+    samples: Sequence[Sequence[float]],
+    ts_ms: int,
+    value: float,
+    keep_ms: int,
+    *,
+    add: bool = False,
+) -> Samples:
     """`samples` plus (ts_ms, value), in event-time order, trimmed to `keep_ms` before the
-    latest sample. A late sample lands in its place; one older than the window is dropped.
-    (A shallow copy: the samples themselves are never mutated, only the list.)"""
+    latest sample. One sample per time bucket (`resolution_ms`): a value landing in a bucket
+    that has one replaces it if it is as late or later (a price: the bucket's last), or is
+    added to it with `add` (a volume: the bucket's total, at the later time). A late sample
+    lands in its place; one older than the window is dropped. (A shallow copy: the samples
+    themselves are never mutated, only the list.)"""
     out: Samples = list(samples)  # type: ignore[arg-type]
+    res = resolution_ms(keep_ms)
+    bucket = ts_ms // res
     if not out or out[-1][0] <= ts_ms:
-        out.append([ts_ms, value])  # the usual case: in event-time order
+        i = len(out)  # the usual case: in event-time order
     else:
-        out.insert(bisect.bisect_right(out, float(ts_ms), key=_ts), [ts_ms, value])
+        i = bisect.bisect_right(out, float(ts_ms), key=_ts)
+    # The sample already in this bucket, if any: just before the new one, or (late) just after.
+    j = next((k for k in (i - 1, i) if 0 <= k < len(out) and out[k][0] // res == bucket), None)
+    if j is None:
+        out.insert(i, [ts_ms, value])
+    elif add:
+        out[j] = [max(out[j][0], ts_ms), out[j][1] + value]
+    elif ts_ms >= out[j][0]:
+        out[j] = [ts_ms, value]
     first = bisect.bisect_left(out, float(out[-1][0] - keep_ms), key=_ts)
     if first:
         del out[:first]
-    if len(out) > MAX_SAMPLES:
-        del out[: len(out) - MAX_SAMPLES]
+    if len(out) > MAX_SAMPLES + 1:  # a window spans MAX_SAMPLES buckets, plus a partial one
+        del out[: len(out) - MAX_SAMPLES - 1]
     return out
 
 
