@@ -45,13 +45,15 @@ def evaluate(
     bid, ask = tick.get("best_bid"), tick.get("best_ask")
     if price is None or bid is None or ask is None:
         return None
+    spread = float(ask) - float(bid)
+    if spread > p.max_spread + PRICE_EPSILON:
+        return None  # checked before the mean, which costs a pass over the window per tick
     history = [s for s in within(samples, ts, p.window_ms) if s[0] < ts]
     if len(history) < p.min_samples:
         return None
     mean = sum(s[1] for s in history) / len(history)
     dev = price - mean
-    spread = float(ask) - float(bid)
-    if abs(dev) < p.threshold - PRICE_EPSILON or spread > p.max_spread + PRICE_EPSILON:
+    if abs(dev) < p.threshold - PRICE_EPSILON:
         return None
     follow_up = (dev > 0) == (p.mode == "breakout")  # BUY when following up or fading down
     side, touch = ("BUY", float(ask)) if follow_up else ("SELL", float(bid))
