@@ -300,6 +300,13 @@ async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
         lat = await latency(settings, opts, again_ms)
         group.sample_rss()
         rss = {c.name: round(c.peak_rss / 2**20, 1) for c in group.children}
+        # Again with the API process (the sink and chDB) stopped: the worker sharing the cores
+        # with the collector and the broker only, as a worker host would.
+        group.stop("api")
+        paced_updates = int(opts.paced_rate * opts.paced_seconds * 1.5)  # more than it sent
+        third_ms = again_ms + (paced_updates + 1000) * MOCK_STEP_MS
+        say("latency again, the sink and chDB stopped…")
+        alone = await latency(settings, opts, third_ms)
         best = pipe["clickhouse_ticks_per_s"] or 0
         return {
             "ceiling": ceil,
@@ -307,6 +314,7 @@ async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
             # the ceiling moves 2 messages (book + tick) per update, like the pipeline
             "pipeline_to_ceiling_ratio": round(2 * best / ceil["messages_per_s"], 3),
             "tick_to_signal": lat,
+            "tick_to_signal_without_sink": alone,
             "peak_rss_mb": rss,
         }
     finally:

@@ -852,7 +852,8 @@ def bench(
     Sections (all on one fresh local broker unless --bootstrap is given):
       pipeline   bare aiokafka produce->consume ceiling of the same messages; sustained
                  ticks/s collector -> Kafka -> worker and -> ClickHouse; tick-to-signal
-                 p50/p99 at a paced rate; peak RSS of every process
+                 p50/p99 at a paced rate, with the sink running and without it; peak
+                 RSS of every process
       worker     one worker process alone on a backlog over 2,000 markets (books/s, CPU,
                  RSS), and Faust's floor: an agent doing nothing over the same books; full
                  size also the RSS of a worker holding 10,000 markets' state
