@@ -61,9 +61,27 @@ async def create_topics(settings: Settings, partitions: int | None = None) -> li
             # another process may create them between our list and create
             with contextlib.suppress(TopicAlreadyExistsError):
                 await client.create_topics(new)
+            await _until_led(client, [t.name for t in new])
         return [t.name for t in new]
     finally:
         await client.close()
+
+
+async def _until_led(client: AIOKafkaAdminClient, names: list[str], timeout: float = 15) -> None:
+    """Wait until every partition of `names` has a leader: a producer writing to a topic
+    created a moment ago otherwise gets NotLeaderForPartition and retries (noisily)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = await client.describe_topics(names)
+        if all(
+            d.get("error_code", 0) == 0
+            and d.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in d["partitions"])
+            for d in described
+        ):
+            return
+        await asyncio.sleep(0.05)
+    log.warning("topics created but not all led after %.0f s: %s", timeout, ", ".join(names))
 
 
 async def describe_topics(settings: Settings) -> list[dict[str, Any]]:

@@ -211,7 +211,8 @@ async def broker_run(
     try:
         for i in range(EVENTS):
             market = _market(i)
-            await prod.send(settings.topic("markets"), cdc.encode("market", market))
+            value = cdc.encode("market", market)
+            await prod.send(settings.topic("markets"), value, key=market["market_id"].encode())
             for side, ask in (("y", 0.45), ("n", 0.50)):
                 value = cdc.encode("book", _book(i, side, ask))
                 await prod.send(settings.topic("books"), value, key=f"mk:bx-{i}".encode())
