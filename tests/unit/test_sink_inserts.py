@@ -9,6 +9,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import fastavro
 from aiokafka import ConsumerRecord, TopicPartition
@@ -73,9 +74,10 @@ def test_the_container_is_the_messages_plus_partition_and_offset() -> None:
     }
 
 
-def _sink(batch_rows: int) -> Sink:
-    settings = Settings(sink_batch_rows=batch_rows, sink_batch_ms=60_000, topic_prefix="u.")
-    return Sink(settings, warehouse=None, consumer=object(), dlq_producer=object())  # type: ignore[arg-type]
+def _sink(batch_rows: int, consumer: Any = None, **settings: int) -> Sink:
+    """A sink without broker or warehouse; `consumer` stands in where a test needs one."""
+    s = Settings(sink_batch_rows=batch_rows, sink_batch_ms=60_000, topic_prefix="u.", **settings)
+    return Sink(s, warehouse=None, consumer=consumer or object(), dlq_producer=object())  # type: ignore[arg-type]
 
 
 def _feed(sink: Sink, topic_id: str, partition: int, offsets: range) -> TopicPartition:
@@ -144,16 +146,11 @@ class _Consumer:
         self._paused.difference_update(tps)
 
 
-def _sink_on(consumer: _Consumer, batch_rows: int, **settings: int) -> Sink:
-    s = Settings(sink_batch_rows=batch_rows, sink_batch_ms=60_000, topic_prefix="u.", **settings)
-    return Sink(s, warehouse=None, consumer=consumer, dlq_producer=object())  # type: ignore[arg-type]
-
-
 def test_a_table_read_to_its_end_is_sealed_at_once_in_one_insert() -> None:
     a, b = TopicPartition("u.ticks", 0), TopicPartition("u.ticks", 1)
     t = TopicPartition("u.trades", 0)
     consumer = _Consumer({a: 60, b: 50, t: 10})
-    sink = _sink_on(consumer, batch_rows=100)
+    sink = _sink(100, consumer)
     _feed(sink, "ticks", 0, range(0, 40))  # 20 more to come in partition 0
     _feed(sink, "ticks", 1, range(0, 50))
     _feed(sink, "trades", 0, range(0, 5))
@@ -170,7 +167,7 @@ def test_a_table_read_to_its_end_is_sealed_at_once_in_one_insert() -> None:
 def test_at_the_row_limit_open_batches_are_written_not_left_to_their_timer() -> None:
     tps = {TopicPartition("u.ticks", p): 1000 for p in range(4)}
     consumer = _Consumer(tps)
-    sink = _sink_on(consumer, batch_rows=100, sink_max_buffered_rows=200)
+    sink = _sink(100, consumer, sink_max_buffered_rows=200)
     for p in range(4):
         _feed(sink, "ticks", p, range(0, 50))  # none full, 200 rows held
     sink._backpressure()
