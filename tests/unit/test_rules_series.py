@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 import pytest
 from rule_inputs import market, rule, tick
 
 from marketpulse.rules import spike, trend
-from marketpulse.rules.window import MAX_SAMPLES, push, resolution_ms
+from marketpulse.rules.window import MAX_SAMPLES, joined, push, push_parts, resolution_ms
 
 
 def history(*points: tuple[int, float], keep_ms: int = 600_000) -> list[list[float]]:
@@ -52,6 +53,44 @@ def test_a_volume_bucket_adds_up_and_a_late_price_keeps_the_bucket_last() -> Non
     assert vol == [[1_100, 9.0], [5_000, 1.0]]
     px = history((1_000, 0.5), (1_100, 0.6), (1_050, 0.7), keep_ms=keep)
     assert px == [[1_100, 0.6]]  # the late 0.7 is older than the bucket's last price
+
+
+@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize("seed", range(20))
+def test_a_window_in_two_table_values_is_exactly_push(seed: int, add: bool) -> None:
+    # Random streams (mostly in order, some late, bursts, gaps) through push and through a
+    # table holding the window as push_parts writes it: the same window after every sample.
+    rng = random.Random(seed)
+    keep = rng.choice([1_000, 60_000, 600_000])
+    whole: list[list[float]] = []
+    table: dict[str, Any] = {}
+    t, rewrites = 0, 0
+    for _ in range(2_000):
+        t += rng.choice([0, 0, 1, 5, 50, 500, resolution_ms(keep), keep // 3, 2 * keep])
+        ts = t - rng.choice([0] * 8 + [1, 100, keep // 2, 3 * keep])  # some late
+        value = round(rng.random(), 3)
+        whole = push(whole, ts, value, keep, add=add)
+        window, stored, head = push_parts(
+            table.get("w", []), table.get("w+"), ts, value, keep, add=add
+        )
+        if stored is not None:
+            table["w"], rewrites = stored, rewrites + 1
+        if head is not None:
+            table["w+"] = head
+        assert window == whole == joined(table["w"], table.get("w+"), keep)
+    assert rewrites <= 2_000
+
+
+def test_a_busy_window_is_rewritten_once_per_bucket() -> None:
+    # 20 ticks a second for 15 minutes into a 10-minute window: 18,000 pushes, and the whole
+    # window is written once per 2.3 s bucket; the other ticks write one sample.
+    keep, stored, head, rewrites = 600_000, [], None, 0
+    for t in range(0, 900_000, 50):
+        _, new_stored, new_head = push_parts(stored, head, t, t % 7 / 100, keep)
+        if new_stored is not None:
+            stored, rewrites = new_stored, rewrites + 1
+        head = new_head if new_head is not None else head
+    assert rewrites == 900_000 // resolution_ms(keep) + 1 == 385
 
 
 # ------------------------------------------------------------------------------- spike

@@ -41,13 +41,19 @@ def test_ticks_are_held_until_metadata_then_evaluated_in_order() -> None:
 def test_spike_state_lives_in_the_flow_table_and_cooldown_marks_only_on_signal() -> None:
     ev = evaluator("spike")
     ev.on_market(near_end()).apply()
+    px = "px|pm:e1|pm:m1:y"
     first = ev.on_tick(tick(1_000, 0.50, 0.51))
-    assert first.signals == [] and [k for _, k, _ in first.writes] == ["px|pm:e1|pm:m1:y"]
+    assert first.signals == [] and [k for _, k, _ in first.writes] == [px]
     first.apply()
+    # Another price in the same time bucket: only the bucket's later value is written.
+    again = ev.on_tick(tick(1_010, 0.50, 0.52))
+    assert again.signals == [] and [k for _, k, _ in again.writes] == [px + "+"]
+    again.apply()
     jump = ev.on_tick(tick(20_000, 0.57, 0.58))
     assert [s["rule_id"] for s in jump.signals] == ["spike"]
-    assert [k for _, k, _ in jump.writes] == ["px|pm:e1|pm:m1:y", "cd|pm:e1"]
+    assert [k for _, k, _ in jump.writes] == [px, "cd|pm:e1"]
     jump.apply()
+    assert ev.flow.state[px] == [[1_010, 0.51], [20_000, 0.575]]
     assert ev.flow.state["cd|pm:e1"] == {"spike": {"pm:m1": 20_000}}
 
 

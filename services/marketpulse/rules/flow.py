@@ -3,9 +3,11 @@ their state in tables: the same code runs in the worker (Faust tables) and in th
 (dicts). No clock, no Kafka: every input carries its event time.
 
 Table keys (`state`, one table so that one changelog holds it; values are plain JSON):
-- ``px|<event>|<token>``: the token's recent prices (spike, trend);
+- ``px|<event>|<token>``: the token's recent prices (spike, trend), and ``…+`` the later prices
+  of its last time bucket (`window.push_parts`: most ticks of a busy token write only that);
 - ``vb|<event>|<token>``: the token's per-bucket traded volume (endgame);
-- ``mv|<event>|<market>``: the market's recent trades (whale: share of recent volume);
+- ``mv|<event>|<market>`` and ``…+``: the market's recent trades (whale: share of recent
+  volume), kept the same way;
 - ``cd|<event>``: cooldown marks, {rule id: {subject: event time of its last signal}}.
 `wallets` maps a wallet to the earliest event time it was seen trading.
 
@@ -21,7 +23,7 @@ from typing import Any
 from marketpulse.rules import RuleDef, endgame, longshot, spike, trend, whale
 from marketpulse.rules.common import tick_price
 from marketpulse.rules.params import EndgameParams, SpikeParams, TrendParams, WhaleParams
-from marketpulse.rules.window import add_volume, push, within
+from marketpulse.rules.window import Samples, add_volume, joined, push_parts, within
 
 Table = MutableMapping[str, Any]
 Write = tuple[Table, str, Any]
@@ -66,12 +68,10 @@ class FlowRules:
         writes: list[Write] = []
         samples: Sequence[Sequence[float]] = []
         if self._keep_px:
-            key = f"px|{event}|{tick['token_id']}"
             price = tick_price(tick)
-            samples = self.state.get(key) or []
-            if price is not None:
-                samples = push(samples, int(tick["ts_ms"]), price, self._keep_px)
-                writes.append((self.state, key, samples))
+            samples = self._window(
+                f"px|{event}|{tick['token_id']}", price, int(tick["ts_ms"]), self._keep_px, writes
+            )
         marks = _Marks(self.state, f"cd|{event}")
         signals = []
         for rule in self.rules:
@@ -103,8 +103,7 @@ class FlowRules:
         recent: Sequence[Sequence[float]] = []
         if self._keep_mv:
             key = f"mv|{event}|{trade['market_id']}"
-            recent = push(self.state.get(key) or [], ts, size, self._keep_mv, add=True)
-            writes.append((self.state, key, recent))
+            recent = self._window(key, size, ts, self._keep_mv, writes, add=True)
         wallet = trade.get("wallet")
         seen = self.wallets.get(wallet) if wallet else None
         marks = _Marks(self.state, f"cd|{event}")
@@ -127,6 +126,29 @@ class FlowRules:
         if signals:
             writes.append((self.state, f"cd|{event}", marks.value()))
         return signals, writes
+
+    def _window(
+        self,
+        key: str,
+        value: float | None,
+        ts_ms: int,
+        keep_ms: int,
+        writes: list[Write],
+        *,
+        add: bool = False,
+    ) -> Samples:
+        """The window at `key` with (ts_ms, value) pushed (None: nothing to push), queueing the
+        writes of what changed (`window.push_parts`): `key` + "+" (its last bucket) on most
+        samples of a busy token, `key` (the whole window) when a bucket is added."""
+        stored, head = self.state.get(key) or [], self.state.get(key + "+")
+        if value is None:
+            return joined(stored, head, keep_ms)
+        window, new_stored, new_head = push_parts(stored, head, ts_ms, value, keep_ms, add=add)
+        if new_stored is not None:
+            writes.append((self.state, key, new_stored))
+        if new_head is not None:
+            writes.append((self.state, key + "+", new_head))
+        return window
 
     def on_market(self, previous: Mapping[str, Any] | None, market: Mapping[str, Any]) -> Result:
         """Signals of a metadata change (endgame: tick size, resolution)."""

@@ -3,6 +3,11 @@ prices for the spike and trend rules, and per-bucket volumes for the endgame rul
 
 Every function returns a new list rather than mutating its input: table values are written
 whole, and a caller holding the old value (a step not applied yet) must not see it change.
+
+A window in a table is two values (`push_parts`): the whole window as of its last new bucket,
+and the later values of that last bucket. A busy token's samples mostly land in the last
+bucket, so most of its table writes are one sample (about 30 bytes of JSON) instead of the
+whole window (up to 257 samples, about 6 KB, re-encoded and sent to the changelog each time).
 """
 
 from __future__ import annotations
@@ -62,6 +67,51 @@ def push(
     if len(out) > MAX_SAMPLES + 1:  # a window spans MAX_SAMPLES buckets, plus a partial one
         del out[: len(out) - MAX_SAMPLES - 1]
     return out
+
+
+def joined(
+    stored: Sequence[Sequence[float]], head: Sequence[float] | None, keep_ms: int
+) -> Samples:
+    """The window a table holds as `stored` (written when a bucket closes) and `head` (its last
+    bucket's later values): `head` stands in for the last sample while in the same bucket."""
+    out: Samples = list(stored)  # type: ignore[arg-type]
+    if head is not None and out:
+        res = resolution_ms(keep_ms)
+        if head[0] // res == out[-1][0] // res:
+            out[-1] = list(head)
+    return out
+
+
+def push_parts(
+    stored: Sequence[Sequence[float]],
+    head: Sequence[float] | None,
+    ts_ms: int,
+    value: float,
+    keep_ms: int,
+    *,
+    add: bool = False,
+) -> tuple[Samples, Samples | None, list[float] | None]:
+    """`push` onto the window `joined(stored, head)`: (the new window, the new `stored` value
+    or None if unchanged, the new `head` or None if unchanged). A sample in the window's last
+    bucket that trims nothing changes only `head` (one sample to write); anything else (a new
+    bucket, a late sample, a trim) rewrites `stored`, and `head` too if it would shadow the
+    new last sample with an older value."""
+    window = joined(stored, head, keep_ms)
+    res = resolution_ms(keep_ms)
+    last = window[-1] if window else None
+    if last is not None and ts_ms // res == last[0] // res:
+        if add:
+            new = [max(last[0], ts_ms), last[1] + value]
+        elif ts_ms >= last[0]:
+            new = [ts_ms, value]
+        else:
+            return window, None, None  # a late price: the bucket keeps its latest
+        if window[0][0] >= new[0] - keep_ms:  # the new latest trims nothing
+            window[-1] = new
+            return window, None, new
+    out = push(window, ts_ms, value, keep_ms, add=add)
+    shadowed = head is not None and head[0] // res == out[-1][0] // res and head != out[-1]
+    return out, out, list(out[-1]) if shadowed else None
 
 
 def within(samples: Sequence[Sequence[float]], ts_ms: int, window_ms: int) -> Samples:
