@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,9 +18,6 @@ from marketpulse.catalog import CATALOG
 from marketpulse.codec import Codec, codec
 from marketpulse.errors import BadMessage, ConfigError, TransientError
 from marketpulse.settings import Settings
-
-if TYPE_CHECKING:
-    from aiokafka.producer.message_accumulator import BatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -38,40 +35,6 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     }
     opts.update(overrides)
     return AIOKafkaProducer(**opts)
-
-
-class RecordBatches:
-    """Messages grouped into the producer's per-partition record batches, then queued at once
-    (the collector's loop turns, the worker's table changelogs).
-
-    ``send_batch`` skips the per-message future and accumulator work of ``send()`` (about 5x
-    less CPU per message, the collector's largest cost after Avro). The batches still get an
-    idempotent producer's id and sequence numbers when the sender drains them, so a retry never
-    duplicates them, and acks=all applies as for any produce request.
-    """
-
-    def __init__(self, prod: AIOKafkaProducer) -> None:
-        self._prod = prod
-        self._open: dict[tuple[str, int], BatchBuilder] = {}
-        self._full: list[tuple[str, int, BatchBuilder]] = []
-        self.messages = 0
-
-    def add(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        """Append a message (value None: a tombstone)."""
-        builder = self._open.get((topic, partition))
-        if builder is None:
-            builder = self._open[topic, partition] = self._prod.create_batch()
-        # timestamp=None: the broker-side timestamp is the send time, like send() does.
-        if builder.append(key=key, value=value, timestamp=None) is None:  # batch full
-            self._full.append((topic, partition, builder))
-            builder = self._open[topic, partition] = self._prod.create_batch()
-            builder.append(key=key, value=value, timestamp=None)  # a new batch takes any one
-        self.messages += 1
-
-    async def ship(self) -> list[asyncio.Future[Any]]:
-        """Queue every batch for sending; each future resolves when the broker acked it."""
-        batches = [*self._full, *((t, p, b) for (t, p), b in self._open.items())]
-        return [await self._prod.send_batch(b, t, partition=p) for t, p, b in batches]
 
 
 def admin(settings: Settings) -> AIOKafkaAdminClient:

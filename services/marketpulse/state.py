@@ -10,8 +10,7 @@ than the rules themselves. `WriteBehind` keeps the table's semantics for the cod
   calls after the batch's signals are delivered and before Faust acks the batch;
 - `TableBacking` writes a flushed change the way Faust's own table would (the in-memory store,
   then the changelog topic, to the partition of the event that made the change) but straight
-  through the producer, in one record batch per partition, with values as compact JSON
-  (orjson). Faust recovers the table from
+  through the producer, with values as compact JSON (orjson). Faust recovers the table from
   that changelog as from its own: the table is declared with raw values, so recovery loads the
   bytes and this module decodes them on first read.
 
@@ -31,8 +30,6 @@ from typing import Any, Protocol
 import faust
 import orjson
 from faust.streams import _current_event, current_event
-
-from marketpulse.kafka import RecordBatches
 
 MISSING: Any = object()  # a cached absence (the table has no such key)
 DELETED: Any = object()  # a buffered delete
@@ -92,21 +89,17 @@ class TableBacking:
         return MISSING if raw is None else orjson.loads(raw)
 
     async def write(self, changes: Iterable[Change]) -> None:
-        # Faust's producer is aiokafka's underneath; its record batches skip the per-record
-        # future and accumulator work of send() (the write path was 16% of a paced worker).
-        batches = RecordBatches(self._app.producer._ensure_producer())  # type: ignore[attr-defined]
-        topic, store = self._topic, self._store
+        send = self._app.producer.send
         for key, value, event in changes:
             partition = event.message.partition if event is not None else None
             if partition is None:
                 raise RuntimeError(f"table write of {key!r} outside of any event")
             raw = None if value is DELETED else orjson.dumps(value)
             if raw is None:
-                store.pop(key, None)
+                self._store.pop(key, None)
             else:
-                store[key] = raw
-            batches.add(topic, partition, orjson.dumps(key), raw)
-        await batches.ship()
+                self._store[key] = raw
+            await send(self._topic, orjson.dumps(key), raw, partition, None, None)
 
     def known_keys(self) -> Iterable[str]:
         return list(self._store.keys())
