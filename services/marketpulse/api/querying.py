@@ -109,18 +109,19 @@ def add_time_range(
 def add_filters(conditions: list[str], params: dict[str, Any], **filters: Any) -> None:
     """The common optional filters, each a bound parameter, skipped when not given:
     rule, level, market (a signal's or intent's market ids contain it), statuses (any of)."""
-    if filters.get("statuses"):
-        conditions.append("has({statuses:Array(String)}, status)")
-        params["statuses"] = filters["statuses"]
-    if filters.get("rule"):
-        conditions.append("rule_id = {rule:String}")
-        params["rule"] = filters["rule"]
-    if filters.get("level"):
-        conditions.append("level = {level:String}")
-        params["level"] = filters["level"]
-    if filters.get("market"):
-        conditions.append("has(market_ids, {market:String})")
-        params["market"] = filters["market"]
+    for name, condition in _FILTERS:
+        if filters.get(name):
+            conditions.append(condition)
+            params[name] = filters[name]
+
+
+# add_filters' filters, in the order their conditions are written: (name, condition)
+_FILTERS = (
+    ("statuses", "has({statuses:Array(String)}, status)"),
+    ("rule", "rule_id = {rule:String}"),
+    ("level", "level = {level:String}"),
+    ("market", "has(market_ids, {market:String})"),
+)
 
 
 def like_pattern(text: str) -> str:
