@@ -34,8 +34,7 @@ from marketpulse.dev import end_offsets, say, start_broker, wait_http
 from marketpulse.kafka import create_topics, producer
 from marketpulse.procs import ProcessGroup
 from marketpulse.settings import Settings
-
-MOCK_STEP_MS = 50  # the mock venue's event-time step per update (MockVenue's default)
+from marketpulse.venues.mock import STEP_MS
 
 
 @dataclass
@@ -247,6 +246,9 @@ async def latency(settings: Settings, opts: BenchOptions, start_ms: int) -> dict
         rate=opts.paced_rate,
         duration=opts.paced_seconds,
         start_ms=start_ms,
+        # Event time runs with the wall clock, as on a live feed: at the mock's default step
+        # it would run rate/20 times faster, every token's tick opening a new window bucket.
+        step_ms=1000 / opts.paced_rate,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not latencies:
@@ -295,7 +297,7 @@ async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
         # fresh broker's JVM still compiling its hot paths tripled the p50, measured). The
         # same mock stream again, its event time after the first run's: the worker ignores
         # books older than those it holds.
-        again_ms = start_ms + (opts.updates + 1000) * MOCK_STEP_MS
+        again_ms = start_ms + (opts.updates + 1000) * STEP_MS
         say(f"latency: {opts.paced_rate:.0f} updates/s for {opts.paced_seconds:.0f}s…")
         lat = await latency(settings, opts, again_ms)
         group.sample_rss()
@@ -303,8 +305,7 @@ async def pipeline_section(settings: Settings, opts: BenchOptions) -> dict:
         # Again with the API process (the sink and chDB) stopped: the worker sharing the cores
         # with the collector and the broker only, as a worker host would.
         group.stop("api")
-        paced_updates = int(opts.paced_rate * opts.paced_seconds * 1.5)  # more than it sent
-        third_ms = again_ms + (paced_updates + 1000) * MOCK_STEP_MS
+        third_ms = again_ms + int(opts.paced_seconds * 1500)  # event time ≈ wall: 1.5 times its run
         say("latency again, the sink and chDB stopped…")
         alone = await latency(settings, opts, third_ms)
         best = pipe["clickhouse_ticks_per_s"] or 0

@@ -69,10 +69,18 @@ class Source(Protocol):
     def updates(self) -> Iterator[tuple[Record, Record]]: ...
 
 
-def _mock(*, seed: int, n_events: int, n_binaries: int, start_ms: int | None) -> Source:
-    from marketpulse.venues.mock import MockVenue
+def _mock(
+    *, seed: int, n_events: int, n_binaries: int, start_ms: int | None, step_ms: float | None
+) -> Source:
+    from marketpulse.venues.mock import STEP_MS, MockVenue
 
-    return MockVenue(seed=seed, n_events=n_events, n_binaries=n_binaries, start_ms=start_ms)
+    return MockVenue(
+        seed=seed,
+        n_events=n_events,
+        n_binaries=n_binaries,
+        start_ms=start_ms,
+        step_ms=STEP_MS if step_ms is None else step_ms,
+    )
 
 
 # Real venues (Polymarket, Kalshi, recorded captures) register a factory here.
@@ -307,12 +315,20 @@ async def run(
     duration: float | None = None,
     stop: asyncio.Event | None = None,
     start_ms: int | None = None,
+    step_ms: float | None = None,
 ) -> dict[str, Any]:
     """Publish every market, then stream books and ticks at ``rate`` updates/s (None or 0: as
     fast as possible) until ``max_updates``, ``duration`` seconds, ``stop`` or SIGTERM (which
-    end the run normally, after a flush); returns counts. Cancellation also flushes."""
+    end the run normally, after a flush); returns counts. Cancellation also flushes.
+    ``step_ms`` is the mock's event time per update (its default when None); ``1000 / rate``
+    makes event time run with the wall clock."""
     src = open_source(
-        source, seed=seed, n_events=n_events, n_binaries=n_binaries, start_ms=start_ms
+        source,
+        seed=seed,
+        n_events=n_events,
+        n_binaries=n_binaries,
+        start_ms=start_ms,
+        step_ms=step_ms,
     )
     stop = stop or asyncio.Event()
     started = time.monotonic()

@@ -97,6 +97,23 @@ def test_updates_restart_from_the_beginning_on_each_call(venue: MockVenue) -> No
     assert list(itertools.islice(venue.updates(), 300)) == first
 
 
+def test_a_fractional_step_runs_event_time_at_a_given_rate() -> None:
+    """`step_ms=1000/rate` (the paced benchmark's) keeps event time with the wall clock: the
+    same books, each stamped start + int(i * step); ties are ordered by seq."""
+    fast = MockVenue(seed=7, start_ms=START_MS)
+    paced = MockVenue(seed=7, start_ms=START_MS, step_ms=1000 / 2000)
+    a = list(itertools.islice(fast.updates(), 3000))
+    b = list(itertools.islice(paced.updates(), 3000))
+    assert [bk["ts_ms"] for bk, _ in b] == [START_MS + i // 2 for i in range(3000)]
+    assert b[-1][0]["ts_ms"] - START_MS == 1499  # 3,000 updates at 2,000/s: 1.5 s
+    strip = ("ts_ms", "recv_ms")
+    assert [{k: v for k, v in bk.items() if k not in strip} for bk, _ in a] == [
+        {k: v for k, v in bk.items() if k not in strip} for bk, _ in b
+    ]
+    for o in paced.opportunities():
+        assert o.start_ms == START_MS + o.start_index // 2
+
+
 def test_another_seed_gives_another_stream() -> None:
     a, b = MockVenue(seed=7, start_ms=START_MS), MockVenue(seed=8, start_ms=START_MS)
     assert list(itertools.islice(a.updates(), 2000)) != list(itertools.islice(b.updates(), 2000))

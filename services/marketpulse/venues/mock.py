@@ -31,10 +31,11 @@ so no complete-set rule (buy or sell side, with or without fees) may fire there.
 
 Stream
   ``updates()`` yields ``(book, tick)`` pairs forever. Update ``i`` has ``seq = i`` and event
-  time ``ts_ms = start_ms + i * step_ms``; exactly one token's book is published per update.
-  ``recv_ms`` is set to ``ts_ms`` here and overwritten by the collector at send time. Updates
-  ``0 .. n_tokens-1`` are a snapshot of every token (in market order); then one random token per
-  update moves, except during the injection sequences below.
+  time ``ts_ms = start_ms + int(i * step_ms)`` (a step may be a fraction of a millisecond);
+  exactly one token's book is published per update. ``recv_ms`` is set to ``ts_ms`` here and
+  overwritten by the collector at send time. Updates ``0 .. n_tokens-1`` are a snapshot of every
+  token (in market order); then one random token per update moves, except during the injection
+  sequences below.
 
 Injected opportunities (the ground truth; ``opportunities()`` returns them)
   Windows begin at update ``first + k * 500`` with ``first = max(300, n_tokens + 100)``, and
@@ -97,6 +98,7 @@ from typing import Any
 
 VENUE = "mock"
 PREFIX = "mk:"
+STEP_MS = 50  # event time per update by default: 20 updates per second of event time
 
 TICKS = 100  # prices are integers on a grid of 1/100 internally: 1 tick = 0.01
 TICK_SIZE = 1 / TICKS
@@ -499,7 +501,7 @@ class _Sim:
         """The (book, tick) pair of update ``i``; ``asks`` overrides the token's own asks."""
         bids, own_asks = tok.levels
         asks = own_asks if asks is None else asks
-        ts = self.venue.start_ms + i * self.venue.step_ms
+        ts = self.venue.start_ms + int(i * self.venue.step_ms)
         ids = {
             "event_key": tok.event.key,
             "market_id": tok.market_id,
@@ -636,8 +638,8 @@ class _Sim:
             market_ids=tuple(t.market_id for t in legs),
             token_ids=tuple(t.token_id for t in legs),
             side="buy",
-            start_ms=start + window.start_index * step,
-            end_ms=start + window.end_index * step,
+            start_ms=start + int(window.start_index * step),
+            end_ms=start + int(window.end_index * step),
             leg_prices=tuple(p / TICKS for p in prices),
             depth=kind.depth,
             fee=dict(legs[0].event.fee),
@@ -702,7 +704,7 @@ class MockVenue:
         n_events: int = 12,
         n_binaries: int = 8,
         start_ms: int | None = None,
-        step_ms: int = 50,
+        step_ms: float = STEP_MS,
         opportunities: bool = True,
         recurring: bool = True,
     ) -> None:
