@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -899,6 +900,22 @@ def create_app(
 # --------------------------------------------------------------------------------------------
 
 
+def freeze_heap() -> None:
+    """Move everything alive now (modules, rules, recovered tables) out of the cyclic garbage
+    collector's view. A full collection walks every tracked object: ~100,000 of them after
+    start, 55-76 ms per pass in the worker (measured), a pause every signal in flight waits
+    through; frozen, the same pass took 4 ms. Frozen objects are still freed by reference
+    counting, only cycles among them are not."""
+    gc.collect()
+    gc.freeze()
+
+
+class _Worker(faust.Worker):
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        freeze_heap()  # tables recovered: what is alive now lives as long as the process
+
+
 def run(settings: Settings) -> None:
     """Run the worker until SIGTERM or SIGINT (blocking). Faust's Worker installs the signal
     handlers, stops the agents, flushes the producer and commits before returning."""
@@ -915,7 +932,7 @@ def run(settings: Settings) -> None:
     app = create_app(settings, partitions=partitions, rules=book.rules, follow_rules_from=ends)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
-    worker = faust.Worker(
+    worker = _Worker(
         app,
         loop=loop,
         loglevel=settings.log_level,

@@ -16,7 +16,14 @@ from marketpulse.codec import codec
 from marketpulse.kafka import DeadLetters
 from marketpulse.rules import RuleDef, load_rules
 from marketpulse.settings import Settings
-from marketpulse.worker import Evaluator, Pipeline, book_key, create_app, repartition_topic
+from marketpulse.worker import (
+    Evaluator,
+    Pipeline,
+    book_key,
+    create_app,
+    freeze_heap,
+    repartition_topic,
+)
 
 BOOKS = "x.mpx.books.v1"
 BY_EVENT = "w-markets-by-event-repartition"
@@ -302,3 +309,16 @@ async def test_faust_agents_with_test_context(tmp_path: Path) -> None:
         # test_context starts the agents, not the app: the consumer thread Faust creates
         # on the way owns an event loop that only a started app would close.
         app.consumer._thread.thread_loop.close()  # type: ignore[attr-defined]
+
+
+def test_the_heap_alive_at_start_is_frozen_out_of_full_collections() -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        kept = {"recovered": [object() for _ in range(100)]}
+        freeze_heap()
+        assert gc.get_freeze_count() > 100  # what was alive is frozen, kept's list included
+        assert not any(kept["recovered"] is o for o in gc.get_objects(2))
+    finally:
+        gc.unfreeze()
