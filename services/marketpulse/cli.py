@@ -28,6 +28,9 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # httpx logs every request at INFO: a line per metrics scrape or venue poll drowns ours.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def serve_metrics(s: Settings, ready: Callable[[], dict[str, Any]] | None = None) -> None:
