@@ -141,7 +141,8 @@ EXEC_CHECKS_FAILED = Counter(
 )
 EXEC_INPUTS_IGNORED = Counter(
     "mpx_execution_inputs_ignored_total",
-    "Signals and commands that produced nothing, by reason (filtered, duplicate, stale command)",
+    "Signals and commands that produced nothing, by reason (filtered, duplicate, stale: older "
+    "than orders.forget_closed_ms; a command's first word of why)",
     ["input", "reason"],
 )
 EXEC_SIGNAL_TO_INTENT = Histogram(

@@ -124,6 +124,43 @@ def test_a_redelivered_signal_makes_no_second_intent() -> None:
     assert again.intents == [] and again.ignored == "duplicate"
 
 
+def test_closed_intents_are_forgotten_after_the_horizon_and_their_signals_stay_done() -> None:
+    day = 86_400_000
+    stage, store = make_stage(config(orders={"forget_closed_ms": day, "expiry_ms": 10 * day}))
+    assert statuses(stage.on_signal(signal(1)).intents)[-1] == "filled"  # closed at T0+1s
+    store.add(book("yes", T0 + 2000, [(0.45, 10)], [(0.44, 500)]))  # too thin: partial fill
+    assert statuses(stage.on_signal(signal(2, ts=T0 + 2000)).intents)[-1] == "partially_filled"
+    stage.advance(T0 + 1000 + day)  # exactly the horizon: nothing forgotten yet
+    assert set(stage.intents) == {ID["sig1"], ID["sig2"]}
+    stage.advance(T0 + 1001 + day)
+    assert set(stage.intents) == {ID["sig2"]}  # open intents are kept, however old
+    assert stage.forgotten == 1
+    # sig1 redelivered (a rewind): not a second intent, whether by signal or by a create
+    assert stage.on_signal(signal(1)).ignored == "stale"
+    create = {"action": "create", "signal_json": json.dumps(signal(1)), "ts_ms": T0 + 2 * day}
+    assert stage.on_command(create).ignored == "stale"
+    assert not stage.is_new(signal(1)) and stage.is_new(signal(3, ts=T0 + 2 * day))
+    # sig2 expires (closes) at T0+2s+10 days and is forgotten a day later
+    stage.advance(T0 + 2000 + 10 * day)
+    assert stage.intents[ID["sig2"]]["status"] == "expired"
+    stage.advance(T0 + 2001 + 11 * day)
+    assert stage.intents == {} and stage.forgotten == 2
+
+
+def test_a_rebuild_forgets_what_closed_before_the_horizon() -> None:
+    day = 86_400_000
+    live, store = make_stage(config(orders={"forget_closed_ms": day}))
+    events = live.on_signal(signal(1)).intents + live.on_signal(signal(2, ts=T0 + day)).intents
+    rebuilt = Stage(live.config, store.at)
+    for e in events:
+        rebuilt.restore(e)
+    assert rebuilt.forget_closed() == 0  # the clock (T0 + 1 day) is not past sig1's horizon
+    events += rebuilt.on_signal(signal(3, ts=T0 + 2 * day)).intents
+    assert set(rebuilt.intents) == {ID["sig2"], ID["sig3"]}
+    assert sum(p.record()["size"] for p in rebuilt.portfolio.positions.values()) == 600
+    assert rebuilt.on_signal(signal(1)).ignored == "stale"
+
+
 def test_levels_not_configured_and_signals_without_legs_are_filtered() -> None:
     stage, _ = make_stage()
     assert stage.on_signal(signal(level="P3")).ignored == "filtered"

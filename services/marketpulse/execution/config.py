@@ -60,6 +60,7 @@ class Orders(_Strict):
     approval_timeout_ms: int = Field(300_000, gt=0)
     book_wait_ms: int = Field(500, ge=0)
     mark_interval_ms: int = Field(5_000, ge=0)
+    forget_closed_ms: int = Field(7 * 86_400_000, gt=0)
 
 
 class Books(_Strict):

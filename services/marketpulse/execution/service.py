@@ -50,7 +50,6 @@ from marketpulse.codec import Codec, codec
 from marketpulse.errors import BadMessage, TransientError
 from marketpulse.execution.books import BookStore
 from marketpulse.execution.config import ExecutionConfig, load_config
-from marketpulse.execution.ids import intent_id_for
 from marketpulse.execution.stage import Output, Stage
 from marketpulse.kafka import DeadLetters, producer
 from marketpulse.replay import partitions_of
@@ -178,6 +177,7 @@ class Execution:
         return {
             "ok": self.ready,
             "intents_known": len(self.stage.intents),
+            "intents_forgotten": self.stage.forgotten,
             "open_intents": len(self.stage.open),
             "watched_events": len(self.store.watched),
             "kill_switch": self.stage.kill.on,
@@ -290,6 +290,7 @@ class Execution:
         await self._repair_positions(latest)
         for event_key in self.stage.watched_events():
             self._watch(event_key)
+        self.stage.forget_closed()  # what closed long ago stays in the topic, not in memory
         # The restored history lives as long as the process: keep it out of the GC's full
         # passes, which cost ~180 ms at 20,000 intents and would land in signal latency.
         gc.collect()
@@ -510,10 +511,7 @@ class Execution:
 
     def _new_intent(self, signal: dict[str, Any]) -> bool:
         """Whether a signal will become a new intent (and so needs its books)."""
-        return (
-            self.config.wants(signal)
-            and intent_id_for(signal["signal_id"]) not in self.stage.intents
-        )
+        return self.config.wants(signal) and self.stage.is_new(signal)
 
     async def _on_signal(
         self, tp: TopicPartition, msg: ConsumerRecord, signal: dict[str, Any]

@@ -18,10 +18,16 @@ simply expires (a paper simplification, stated in the reason). Event times: a si
 `ts_ms` (auto), a command's `ts_ms` (a person's approval, or a create through the API). When the
 store holds no book at or before a signal's time, the signal's legs (worst price, executable
 size) stand in for it, and the fill's reason says so; an approval or create never uses them.
-Expiry runs on the stage's clock, the latest event time of any input (signal, command, book)."""
+Expiry runs on the stage's clock, the latest event time of any input (signal, command, book).
+
+Memory: a closed intent is forgotten `orders.forget_closed_ms` of event time after it closed,
+and a signal older than that is ignored as stale, so a forgotten intent's signal never makes
+a second intent (its event time is at or before the intent's close). Open intents are kept
+whatever their age."""
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +74,8 @@ class Stage:
         self.executor: Executor = executor or PaperExecutor()
         self.intents: dict[str, dict[str, Any]] = {}
         self.open: set[str] = set()  # ids of the intents in OPEN, for expiry and the checks
+        self._closed: list[tuple[int, str]] = []  # heap: (event time it closed, intent id)
+        self.forgotten = 0  # closed intents dropped from memory (`forget_closed`)
         self.markets: dict[str, dict[str, Any]] = {}
         self.portfolio = Portfolio(config.orders.mark_interval_ms)
         self.breaker = risk.CircuitBreaker(config.breaker)
@@ -90,6 +98,8 @@ class Stage:
         iid = intent_id_for(signal["signal_id"])
         if iid in self.intents:
             return Output(ignored="duplicate")
+        if self.stale(signal):
+            return Output(ignored="stale")
         ts = int(signal["ts_ms"]) if requested_ms is None else max(requested_ms, signal["ts_ms"])
         out = self.advance(ts)
         sized = size_intent(signal, self.markets, self.config.sizing)
@@ -113,6 +123,14 @@ class Stage:
         finally:
             self._fallback = {}
         return out
+
+    def stale(self, signal: Mapping[str, Any]) -> bool:
+        """Older than the stage's memory of closed intents: it may have been one already."""
+        return int(signal["ts_ms"]) < self.clock - self.config.orders.forget_closed_ms
+
+    def is_new(self, signal: Mapping[str, Any]) -> bool:
+        """Whether `signal` would make an intent now (it is neither known nor stale)."""
+        return intent_id_for(signal["signal_id"]) not in self.intents and not self.stale(signal)
 
     def on_command(self, cmd: Mapping[str, Any]) -> Output:
         """A request from the API (intent_commands topic). Commands are idempotent: one that
@@ -181,7 +199,20 @@ class Stage:
                         iid, "expired", rec["expires_ms"], _expiry_reason(rec), "expiry"
                     )
                 )
+        self.forget_closed()
         return out
+
+    def forget_closed(self) -> int:
+        """Drop the intents that closed more than `orders.forget_closed_ms` before the clock
+        (a closed intent never changes again); returns how many."""
+        horizon = self.clock - self.config.orders.forget_closed_ms
+        n = 0
+        while self._closed and self._closed[0][0] < horizon:
+            _, iid = heapq.heappop(self._closed)
+            if self.intents.pop(iid, None) is not None:
+                n += 1
+        self.forgotten += n
+        return n
 
     # ---------------------------------------------------------------- transitions
 
@@ -284,6 +315,7 @@ class Stage:
             self.open.add(rec["intent_id"])
         else:
             self.open.discard(rec["intent_id"])
+            heapq.heappush(self._closed, (int(rec["ts_ms"]), rec["intent_id"]))
 
     def _new_intent(
         self,
