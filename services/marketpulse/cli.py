@@ -227,7 +227,7 @@ def _positive_float(text: str) -> bool:
 @click.pass_obj
 def worker(s: Settings) -> None:
     """Run the Faust stream worker: rules over books, emitting signals."""
-    from marketpulse.worker import run
+    from marketpulse.worker.app import run
 
     run(s)
 

@@ -21,7 +21,7 @@ from marketpulse.rulebook import current, publish
 from marketpulse.rules import RuleDef, load_rules
 from marketpulse.settings import Settings
 from marketpulse.venues.rule_cases import cases, groups_yaml, rules_yaml, trigger_of
-from marketpulse.worker import group_topic, repartition_topic
+from marketpulse.worker.app import group_topic, repartition_topic
 
 pytestmark = pytest.mark.integration
 

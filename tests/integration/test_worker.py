@@ -22,7 +22,7 @@ from marketpulse.catalog import CATALOG
 from marketpulse.codec import codec
 from marketpulse.kafka import admin, create_topics
 from marketpulse.settings import Settings
-from marketpulse.worker import repartition_topic
+from marketpulse.worker.app import repartition_topic
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,8 @@ from marketpulse.codec import codec
 from marketpulse.kafka import DeadLetters
 from marketpulse.rules import RuleDef, load_rules
 from marketpulse.settings import Settings
-from marketpulse.worker import (
-    Evaluator,
-    Pipeline,
-    book_key,
-    create_app,
-    freeze_heap,
-    repartition_topic,
-)
+from marketpulse.worker import Evaluator, Pipeline, book_key
+from marketpulse.worker.app import create_app, freeze_heap, repartition_topic
 
 BOOKS = "x.mpx.books.v1"
 BY_EVENT = "w-markets-by-event-repartition"
