@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
@@ -211,21 +211,22 @@ def create_app(
 
     # Batches amortise Faust's per-event cost and let `settle` coalesce table writes; `within`
     # bounds the wait a lone update can add to its signal's latency.
-    @app.agent(inputs, name="complete-set", concurrency=1)
-    async def complete_set(stream: faust.StreamT[bytes]) -> None:
+    async def in_batches(
+        stream: faust.StreamT[bytes], handle: Callable[[Any], Awaitable[Any]]
+    ) -> None:
         async for events in cast(faust.Stream, stream).take_events(BATCH_MAX, BATCH_WITHIN_S):
             for event in events:
                 with as_current(event):
-                    await pipeline.handle(event.message)
+                    await handle(event.message)
             await settle()
+
+    @app.agent(inputs, name="complete-set", concurrency=1)
+    async def complete_set(stream: faust.StreamT[bytes]) -> None:
+        await in_batches(stream, pipeline.handle)
 
     @app.agent(by_group, name="cross-market", concurrency=1)
     async def cross_market(stream: faust.StreamT[bytes]) -> None:
-        async for events in cast(faust.Stream, stream).take_events(BATCH_MAX, BATCH_WITHIN_S):
-            for event in events:
-                with as_current(event):
-                    await pipeline.handle_group(event.message)
-            await settle()
+        await in_batches(stream, pipeline.handle_group)
 
     if follow_rules_from is not None:
         book = rulebook.RuleBook(rules)
