@@ -209,8 +209,7 @@ class GroupEvaluator:
             signals += hedge.evaluate(
                 rule, params, hedges, markets, books, tracker, touched_market=touched
             )
-            state = tracker.state()
-            if state["open"] or state["last_signal_ms"]:
+            if (state := tracker.saved()) is not None:
                 after[rule.rule_id] = state
         if after != before:
             writes.append((self.trackers, group_id, after))

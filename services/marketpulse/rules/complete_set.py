@@ -339,6 +339,10 @@ class OpportunityTracker:
     def state(self) -> dict[str, Any]:
         return {"open": self.open, "last_signal_ms": self.last_signal_ms}
 
+    def saved(self) -> dict[str, Any] | None:
+        """The state worth storing: None when nothing is open and nothing was ever signalled."""
+        return self.state() if self.open or self.last_signal_ms else None
+
     def observe(self, set_key: str, subject: str, fingerprint: str | None, ts_ms: int) -> bool:
         """Record a sighting (fingerprint None = no opportunity); True when it is a signal."""
         current = self.open.get(set_key)

@@ -305,8 +305,7 @@ class Evaluator:
                 trigger_recv_ms=trigger,
                 sets=sets,
             )
-            state = tracker.state()
-            if state["open"] or state["last_signal_ms"]:
+            if (state := tracker.saved()) is not None:
                 after[rule.rule_id] = state
         hedges = self._hedges_of(event_key, markets) if self.ladder_rules else []
         for rule in self.ladder_rules if hedges else []:
@@ -328,8 +327,7 @@ class Evaluator:
                 touched_market=touched["market_id"] if touched is not None else None,
                 trigger_recv_ms=trigger,
             )
-            state = tracker.state()
-            if state["open"] or state["last_signal_ms"]:
+            if (state := tracker.saved()) is not None:
                 after[rule.rule_id] = state
         if after != before:  # most updates change nothing: spare the changelog
             step.writes.append((self.trackers, event_key, after))
